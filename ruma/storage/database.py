@@ -23,7 +23,7 @@ from importlib import resources
 from typing import Any, ParamSpec, TypeVar
 
 from twisted.enterprise import adbapi
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorThreads
 from twisted.logger import Logger
 
@@ -176,7 +176,7 @@ class Database:
 
     log = Logger()
 
-    def __init__(self, engine: Engine, pool: adbapi.ConnectionPool) -> None:
+    def __init__(self, engine: Engine, pool: adbapi.ConnectionPool | InlinePool) -> None:
         self.engine = engine
         self._pool = pool
         self.positions = StreamPositions(0)
@@ -185,7 +185,7 @@ class Database:
     def sqlite(cls, reactor: IReactorThreads, path: str) -> Database:
         # One connection and one thread: SQLite serialises writers anyway, and a single
         # writer avoids "database is locked" errors under load.
-        pool = adbapi.ConnectionPool(
+        pool = adbapi.ConnectionPool(  # type: ignore[no-untyped-call]
             "sqlite3",
             path,
             check_same_thread=False,
@@ -204,10 +204,19 @@ class Database:
         kwargs = dict(args)
         cp_min = int(kwargs.pop("cp_min", 1))
         cp_max = int(kwargs.pop("cp_max", 5))
-        pool = adbapi.ConnectionPool(
+        pool = adbapi.ConnectionPool(  # type: ignore[no-untyped-call]
             module, cp_min=cp_min, cp_max=cp_max, cp_reactor=reactor, cp_noisy=False, **kwargs
         )
         return cls(Engine.POSTGRES, pool)
+
+    @classmethod
+    def inline(cls, engine: Engine, path_or_args: str | dict[str, Any]) -> Database:
+        """A database whose transactions run synchronously in the calling thread.
+
+        For ``SynchronousTestCase`` tests on ``MemoryReactorClock``: the SQL and the engine are
+        real, only the thread hop is gone, so every returned Deferred has already fired.
+        """
+        return cls(engine, InlinePool(engine, path_or_args))
 
     def run(self, desc: str, func: Callable[..., T], *args: Any) -> Deferred[T]:
         """Run ``func(txn, *args)`` in one transaction and settle its stream positions."""
@@ -264,6 +273,40 @@ class Database:
 
     def close(self) -> None:
         self._pool.close()
+
+
+class InlinePool:
+    """The part of ``adbapi.ConnectionPool`` that ``Database`` uses, without threads."""
+
+    def __init__(self, engine: Engine, path_or_args: str | dict[str, Any]) -> None:
+        self._engine = engine
+        self._conn: Any
+        if engine is Engine.SQLITE:
+            assert isinstance(path_or_args, str)
+            self._conn = sqlite3.connect(path_or_args, isolation_level=None)
+            _open_sqlite(self._conn)
+        else:
+            import psycopg2
+
+            assert isinstance(path_or_args, dict)
+            self._conn = psycopg2.connect(**path_or_args)
+
+    def runInteraction(self, func: Callable[..., T], *args: Any) -> Deferred[T]:
+        cursor = self._conn.cursor()
+        try:
+            result = func(cursor, *args)
+            if self._engine is Engine.POSTGRES:
+                self._conn.commit()
+        except BaseException:
+            if self._engine is Engine.POSTGRES:
+                self._conn.rollback()
+            return fail()
+        finally:
+            cursor.close()
+        return succeed(result)
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 def _writes(desc: str) -> bool:
