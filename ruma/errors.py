@@ -7,11 +7,11 @@ server* is never re-raised to a client as though it were ours: wrap it in a fres
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class Codes(str, Enum):
+class Codes(StrEnum):
     """The spec's standard error codes (client-server API, "Standard error response")."""
 
     FORBIDDEN = "M_FORBIDDEN"
