@@ -1,0 +1,645 @@
+"""Room events (PDUs): per-version validation, hashing, event IDs, signing and building.
+
+An :class:`Event` is immutable and only ever made by :meth:`Event.from_pdu` (or
+:func:`build_event`, which goes through it), so holding one means its shape is valid
+for its room version. Whether it is *authorised* is :mod:`ruma.protocol.auth`'s job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NoReturn
+
+from ruma.protocol.errors import (
+    CanonicalJSONError,
+    InvalidEvent,
+    InvalidIdentifier,
+    KeyFormatError,
+    SignatureError,
+)
+from ruma.protocol.ids import EventID, RoomID, UserID
+from ruma.protocol.json import FrozenDict, encode_canonical_json, freeze, thaw
+from ruma.protocol.redaction import redact
+from ruma.protocol.room_versions import EventFormat, RoomVersion
+from ruma.protocol.signing import (
+    ED25519,
+    SigningKey,
+    VerifyKey,
+    decode_base64,
+    encode_base64,
+    sign_json,
+    verify_signed_json,
+)
+
+__all__ = [
+    "MAX_ID_BYTES",
+    "MAX_PDU_SIZE",
+    "Event",
+    "GetVerifyKey",
+    "StateKey",
+    "add_hashes_and_signature",
+    "auth_types_for_event",
+    "build_event",
+    "check_content_hash",
+    "compute_content_hash",
+    "compute_event_id",
+    "compute_reference_hash",
+    "required_signature_servers",
+    "verify_event_signatures",
+]
+
+StateKey = tuple[str, str]
+GetVerifyKey = Callable[[str, str], VerifyKey | None]
+
+MAX_PDU_SIZE = 65536  # bytes of canonical JSON, signatures included
+MAX_ID_BYTES = 255  # sender, room_id, type, state_key, event_id
+
+CREATE = "m.room.create"
+MEMBER = "m.room.member"
+POWER_LEVELS = "m.room.power_levels"
+JOIN_RULES = "m.room.join_rules"
+THIRD_PARTY_INVITE = "m.room.third_party_invite"
+REDACTION = "m.room.redaction"
+
+
+def _strip_for_hashing(pdu: Mapping[str, Any], room_version: RoomVersion | None) -> dict[str, Any]:
+    out = dict(pdu)
+    # After v1/v2 the event ID is derived from the hash, so it can't be part of it.
+    if room_version is not None and room_version.event_format is not EventFormat.V1:
+        out.pop("event_id", None)
+    return out
+
+
+def compute_content_hash(pdu: Mapping[str, Any], room_version: RoomVersion | None = None) -> bytes:
+    """SHA-256 of the canonical JSON of ``pdu`` without unsigned, signatures and hashes.
+
+    ``age_ts`` is dropped too: old servers put it at top level and excluded it.
+    Pass ``room_version`` to drop a stray ``event_id`` from hash-ID versions.
+    """
+    d = _strip_for_hashing(pdu, room_version)
+    for key in ("unsigned", "signatures", "hashes", "age_ts"):
+        d.pop(key, None)
+    return hashlib.sha256(encode_canonical_json(d, strict=False)).digest()
+
+
+def compute_reference_hash(pdu: Mapping[str, Any], room_version: RoomVersion) -> bytes:
+    """SHA-256 of the redacted event without signatures/unsigned (spec "reference hash")."""
+    d = redact(_strip_for_hashing(pdu, room_version), room_version)
+    for key in ("signatures", "unsigned", "age_ts"):
+        d.pop(key, None)
+    return hashlib.sha256(encode_canonical_json(d, strict=False)).digest()
+
+
+def compute_event_id(pdu: Mapping[str, Any], room_version: RoomVersion) -> str:
+    """The event ID: from the PDU for the V1 format, else ``$`` + the reference hash."""
+    fmt = room_version.event_format
+    if fmt is EventFormat.V1:
+        event_id = pdu.get("event_id")
+        if not isinstance(event_id, str):
+            raise InvalidEvent("event_id", "required in this room version")
+        return event_id
+    digest = compute_reference_hash(pdu, room_version)
+    return "$" + encode_base64(digest, urlsafe=fmt is not EventFormat.V2)
+
+
+def check_content_hash(pdu: Mapping[str, Any], room_version: RoomVersion | None = None) -> bool:
+    """Whether ``hashes.sha256`` matches the content. A mismatch means "redact", not reject."""
+    try:
+        hashes = pdu.get("hashes")
+        if not isinstance(hashes, Mapping):
+            return False
+        claimed = hashes.get("sha256")
+        if not isinstance(claimed, str):
+            return False
+        return decode_base64(claimed) == compute_content_hash(pdu, room_version)
+    except (KeyFormatError, CanonicalJSONError):
+        return False
+
+
+def add_hashes_and_signature(
+    pdu: Mapping[str, Any],
+    room_version: RoomVersion,
+    server_name: str,
+    signing_key: SigningKey,
+) -> dict[str, Any]:
+    """Return a new PDU with ``hashes.sha256`` set and our signature over its redacted form."""
+    out: dict[str, Any] = _strip_for_hashing(thaw(pdu), room_version)
+    hashes = out.get("hashes")
+    out["hashes"] = dict(hashes) if isinstance(hashes, Mapping) else {}
+    out["hashes"]["sha256"] = encode_base64(compute_content_hash(out, room_version))
+    redacted = redact(out, room_version)
+    signed = sign_json(
+        redacted, server_name, signing_key, strict=room_version.strict_canonicaljson
+    )
+    out["signatures"] = signed["signatures"]
+    return out
+
+
+def _bad(field: str, reason: str) -> NoReturn:
+    raise InvalidEvent(field, reason)
+
+
+def _check_id_len(field: str, value: str) -> None:
+    try:
+        n = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        _bad(field, "not valid Unicode")
+    if n > MAX_ID_BYTES:
+        _bad(field, f"longer than {MAX_ID_BYTES} bytes")
+
+
+def _require_str(pdu: Mapping[str, Any], field: str) -> str:
+    v = pdu.get(field)
+    if not isinstance(v, str):
+        _bad(field, "missing or not a string")
+    return v
+
+
+def _require_int(pdu: Mapping[str, Any], field: str) -> int:
+    v = pdu.get(field)
+    if not isinstance(v, int) or isinstance(v, bool):
+        _bad(field, "missing or not an integer")
+    return v
+
+
+def _event_refs(pdu: Mapping[str, Any], field: str, fmt: EventFormat) -> tuple[str, ...]:
+    refs = pdu.get(field)
+    if not isinstance(refs, list):
+        _bad(field, "missing or not a list")
+    ids: list[str] = []
+    for ref in refs:
+        if fmt is EventFormat.V1:
+            # [[event_id, {"sha256": reference hash}], ...]
+            if not (isinstance(ref, list) and len(ref) == 2 and isinstance(ref[1], Mapping)):
+                _bad(field, "entries must be [event_id, hashes] pairs")
+            ref = ref[0]
+        if not isinstance(ref, str) or not ref.startswith("$"):
+            _bad(field, "entries must be event IDs")
+        _check_id_len(field, ref)
+        ids.append(ref)
+    return tuple(ids)
+
+
+class Event:
+    """A validated, immutable PDU of a known room version.
+
+    ``content`` and the other JSON-valued attributes are deep-frozen
+    (:class:`~ruma.protocol.json.FrozenDict`/``FrozenList``, which are ``dict``/``list``
+    subclasses that refuse mutation). Use :meth:`pdu` for a mutable copy.
+    Equality and hashing are by event ID.
+    """
+
+    __slots__ = (
+        "_pdu",
+        "auth_event_ids",
+        "content",
+        "depth",
+        "event_id",
+        "origin_server_ts",
+        "prev_event_ids",
+        "room_id",
+        "room_version",
+        "sender",
+        "state_key",
+        "type",
+    )
+
+    _pdu: FrozenDict
+    room_version: RoomVersion
+    event_id: str
+    room_id: str
+    sender: str
+    type: str
+    state_key: str | None
+    content: FrozenDict
+    prev_event_ids: tuple[str, ...]
+    auth_event_ids: tuple[str, ...]
+    depth: int
+    origin_server_ts: int
+
+    def __init__(self) -> None:
+        raise TypeError("use Event.from_pdu() or build_event()")
+
+    @classmethod
+    def from_pdu(cls, pdu: Mapping[str, Any], room_version: RoomVersion) -> Event:
+        """Validate ``pdu`` for ``room_version`` and wrap it; raises only InvalidEvent."""
+        try:
+            return cls._from_pdu(pdu, room_version)
+        except InvalidEvent:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
+            # Belt and braces: hostile input must never escape as anything else.
+            raise InvalidEvent("pdu", f"malformed: {type(e).__name__}") from e
+
+    @classmethod
+    def _from_pdu(cls, pdu: Mapping[str, Any], room_version: RoomVersion) -> Event:
+        if not isinstance(pdu, Mapping):
+            _bad("pdu", "not a JSON object")
+        try:
+            encoded = encode_canonical_json(pdu, strict=room_version.strict_canonicaljson)
+        except CanonicalJSONError as e:
+            _bad("pdu", f"not canonical JSON for this room version: {e}")
+        if len(encoded) > MAX_PDU_SIZE:
+            _bad("pdu", f"larger than {MAX_PDU_SIZE} bytes")
+        d: dict[str, Any] = _strip_for_hashing(thaw(pdu), room_version)
+        fmt = room_version.event_format
+
+        event_type = _require_str(d, "type")
+        _check_id_len("type", event_type)
+        sender = _require_str(d, "sender")
+        _check_id_len("sender", sender)
+        try:
+            UserID.parse(sender)
+        except InvalidIdentifier as e:
+            _bad("sender", str(e))
+
+        state_key = d.get("state_key")
+        if state_key is not None:
+            if not isinstance(state_key, str):
+                _bad("state_key", "not a string")
+            _check_id_len("state_key", state_key)
+        elif "state_key" in d:
+            _bad("state_key", "null")
+
+        content = d.get("content")
+        if not isinstance(content, dict):
+            _bad("content", "missing or not an object")
+
+        depth = _require_int(d, "depth")
+        if not 0 <= depth <= room_version.max_depth:
+            _bad("depth", "out of range")
+        origin_server_ts = _require_int(d, "origin_server_ts")
+
+        hashes = d.get("hashes")
+        if not isinstance(hashes, dict) or not all(isinstance(v, str) for v in hashes.values()):
+            _bad("hashes", "missing or not an object of strings")
+        signatures = d.get("signatures")
+        if not isinstance(signatures, dict) or not all(
+            isinstance(sigs, dict) and all(isinstance(s, str) for s in sigs.values())
+            for sigs in signatures.values()
+        ):
+            _bad("signatures", "missing or not an object of objects of strings")
+        if "unsigned" in d and not isinstance(d["unsigned"], dict):
+            _bad("unsigned", "not an object")
+        if "origin" in d and not isinstance(d["origin"], str):
+            _bad("origin", "not a string")
+
+        prev_ids = _event_refs(d, "prev_events", fmt)
+        auth_ids = _event_refs(d, "auth_events", fmt)
+
+        if "redacts" in d and not isinstance(d["redacts"], str):
+            _bad("redacts", "not a string")
+        if room_version.updated_redaction_rules and "redacts" in content:
+            if not isinstance(content["redacts"], str):
+                _bad("content.redacts", "not a string")
+
+        is_v12_create = fmt is EventFormat.V4 and event_type == CREATE and state_key == ""
+        if is_v12_create:
+            if "room_id" in d:
+                _bad("room_id", "the create event of this room version has no room_id")
+            if auth_ids:
+                _bad("auth_events", "the create event has no auth events")
+        else:
+            room_id = _require_str(d, "room_id")
+            _check_id_len("room_id", room_id)
+            try:
+                parsed_room = RoomID.parse(room_id)
+            except InvalidIdentifier as e:
+                _bad("room_id", str(e))
+            if fmt is EventFormat.V4 and not parsed_room.is_hash_form:
+                _bad("room_id", "must be derived from the create event in this room version")
+
+        if fmt is EventFormat.V1:
+            event_id = _require_str(d, "event_id")
+            _check_id_len("event_id", event_id)
+            try:
+                parsed_id = EventID.parse(event_id)
+            except InvalidIdentifier as e:
+                _bad("event_id", str(e))
+            if parsed_id.server is None:
+                _bad("event_id", "must be '$opaque:server' in this room version")
+        else:
+            try:
+                event_id = compute_event_id(d, room_version)
+            except CanonicalJSONError as e:
+                _bad("pdu", str(e))
+        if is_v12_create:
+            room_id = "!" + event_id[1:]
+
+        ev = object.__new__(cls)
+        set_ = object.__setattr__
+        set_(ev, "_pdu", freeze(d))
+        set_(ev, "room_version", room_version)
+        set_(ev, "event_id", event_id)
+        set_(ev, "room_id", room_id)
+        set_(ev, "sender", sender)
+        set_(ev, "type", event_type)
+        set_(ev, "state_key", state_key)
+        set_(ev, "content", ev._pdu["content"])
+        set_(ev, "prev_event_ids", prev_ids)
+        set_(ev, "auth_event_ids", auth_ids)
+        set_(ev, "depth", depth)
+        set_(ev, "origin_server_ts", origin_server_ts)
+        return ev
+
+    def __setattr__(self, name: str, value: object) -> NoReturn:
+        raise AttributeError("Event is immutable")
+
+    def __delattr__(self, name: str) -> NoReturn:
+        raise AttributeError("Event is immutable")
+
+    def __reduce__(self) -> tuple[Callable[..., Event], tuple[dict[str, Any], RoomVersion]]:
+        return (Event.from_pdu, (self.pdu(), self.room_version))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Event):
+            return NotImplemented
+        return self.event_id == other.event_id
+
+    def __hash__(self) -> int:
+        return hash(self.event_id)
+
+    def __repr__(self) -> str:
+        sk = "" if self.state_key is None else f", state_key={self.state_key!r}"
+        return f"<Event {self.event_id} {self.type}{sk} v{self.room_version.identifier}>"
+
+    # -- derived views -------------------------------------------------------------------
+
+    @property
+    def is_state(self) -> bool:
+        return self.state_key is not None
+
+    @property
+    def state_key_tuple(self) -> StateKey:
+        if self.state_key is None:
+            raise ValueError(f"{self.event_id} is not a state event")
+        return (self.type, self.state_key)
+
+    @property
+    def membership(self) -> str | None:
+        if self.type != MEMBER:
+            return None
+        m = self.content.get("membership")
+        return m if isinstance(m, str) else None
+
+    @property
+    def redacts(self) -> str | None:
+        """The redacted event's ID: ``content.redacts`` from v11, else the top-level key."""
+        if self.room_version.updated_redaction_rules:
+            r = self.content.get("redacts")
+            if isinstance(r, str):
+                return r
+        r = self._pdu.get("redacts")
+        return r if isinstance(r, str) else None
+
+    @property
+    def hashes(self) -> Mapping[str, str]:
+        h: Mapping[str, str] = self._pdu["hashes"]
+        return h
+
+    @property
+    def signatures(self) -> Mapping[str, Mapping[str, str]]:
+        s: Mapping[str, Mapping[str, str]] = self._pdu["signatures"]
+        return s
+
+    @property
+    def unsigned(self) -> Mapping[str, Any]:
+        u: Mapping[str, Any] = self._pdu.get("unsigned", FrozenDict())
+        return u
+
+    @property
+    def origin(self) -> str | None:
+        o = self._pdu.get("origin")
+        return o if isinstance(o, str) else None
+
+    @property
+    def prev_events(self) -> Sequence[Any]:
+        """The raw ``prev_events`` (pairs in the V1 format); prefer :attr:`prev_event_ids`."""
+        p: Sequence[Any] = self._pdu["prev_events"]
+        return p
+
+    @property
+    def auth_events(self) -> Sequence[Any]:
+        a: Sequence[Any] = self._pdu["auth_events"]
+        return a
+
+    def pdu(self) -> dict[str, Any]:
+        """A mutable deep copy of the PDU as sent over federation.
+
+        It has ``event_id`` only in the V1 format and no ``room_id`` for v12 create events.
+        """
+        out: dict[str, Any] = thaw(self._pdu)
+        return out
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Read any top-level PDU key (frozen)."""
+        return self._pdu.get(key, default)
+
+    def redacted(self) -> Event:
+        """This event with the room version's redaction algorithm applied."""
+        return self._replace_pdu(redact(self._pdu, self.room_version))
+
+    def with_unsigned(self, unsigned: Mapping[str, Any] | None) -> Event:
+        """A copy with ``unsigned`` replaced; hashes, signatures and ID are unaffected."""
+        d = dict(self._pdu)
+        if unsigned is None:
+            d.pop("unsigned", None)
+        else:
+            d["unsigned"] = unsigned
+        return self._replace_pdu(d)
+
+    def _replace_pdu(self, d: Mapping[str, Any]) -> Event:
+        # Neither redaction nor unsigned changes the ID or shape, so skip revalidation.
+        ev = object.__new__(Event)
+        frozen = freeze(d)
+        for name in Event.__slots__:
+            object.__setattr__(ev, name, getattr(self, name))
+        object.__setattr__(ev, "_pdu", frozen)
+        object.__setattr__(ev, "content", frozen.get("content", FrozenDict()))
+        return ev
+
+
+def build_event(
+    room_version: RoomVersion,
+    *,
+    room_id: str | None,
+    sender: str,
+    type: str,
+    content: Mapping[str, Any],
+    state_key: str | None = None,
+    prev_events: Sequence[Event],
+    auth_events: Sequence[Event],
+    depth: int | None = None,
+    origin_server_ts: int,
+    server_name: str,
+    signing_key: SigningKey,
+    redacts: str | None = None,
+    unsigned: Mapping[str, Any] | None = None,
+    event_id_localpart: str | None = None,
+) -> Event:
+    """Build, hash and sign a new event for ``room_version``.
+
+    ``event_id_localpart`` is required for the V1 format (rooms v1/v2) and ignored
+    otherwise; the caller supplies it so this module stays free of randomness.
+    Raises ``ValueError`` for builder misuse and :class:`InvalidEvent` if the result
+    is not a valid event (e.g. floats in the content of a v6+ room).
+    """
+    fmt = room_version.event_format
+    is_v12_create = fmt is EventFormat.V4 and type == CREATE and state_key == ""
+    if is_v12_create:
+        if room_id is not None:
+            raise ValueError("v12 create events have no room_id")
+    elif room_id is None:
+        raise ValueError("room_id is required")
+
+    if fmt is EventFormat.V4:
+        # v12: the create event is implied by the room ID, never an auth event.
+        auth_events = [e for e in auth_events if not (e.type == CREATE and e.state_key == "")]
+
+    if depth is None:
+        depth = max((e.depth for e in prev_events), default=0) + 1
+    depth = min(depth, room_version.max_depth)
+
+    def refs(events: Sequence[Event]) -> list[Any]:
+        if fmt is EventFormat.V1:
+            return [
+                [
+                    e.event_id,
+                    {"sha256": encode_base64(compute_reference_hash(e.pdu(), e.room_version))},
+                ]
+                for e in events
+            ]
+        return [e.event_id for e in events]
+
+    pdu: dict[str, Any] = {
+        "type": type,
+        "sender": sender,
+        "content": thaw(content),
+        "prev_events": refs(prev_events),
+        "auth_events": refs(auth_events),
+        "depth": depth,
+        "origin_server_ts": origin_server_ts,
+        "hashes": {},
+        "signatures": {},
+    }
+    if room_id is not None:
+        pdu["room_id"] = room_id
+    if state_key is not None:
+        pdu["state_key"] = state_key
+    if redacts is not None:
+        if room_version.updated_redaction_rules:
+            pdu["content"]["redacts"] = redacts
+        else:
+            pdu["redacts"] = redacts
+    if unsigned is not None:
+        pdu["unsigned"] = thaw(unsigned)
+    if fmt is EventFormat.V1:
+        if not event_id_localpart:
+            raise ValueError("event_id_localpart is required for this room version")
+        pdu["event_id"] = f"${event_id_localpart}:{server_name}"
+
+    try:
+        signed = add_hashes_and_signature(pdu, room_version, server_name, signing_key)
+    except CanonicalJSONError as e:
+        raise InvalidEvent("pdu", str(e)) from e
+    return Event.from_pdu(signed, room_version)
+
+
+def auth_types_for_event(
+    room_version: RoomVersion,
+    type: str,
+    sender: str,
+    state_key: str | None,
+    content: Mapping[str, Any],
+) -> set[StateKey]:
+    """The state keys an event's auth_events are chosen from (spec "Auth events selection")."""
+    if type == CREATE:
+        return set()
+    wanted: set[StateKey] = {(POWER_LEVELS, ""), (MEMBER, sender)}
+    if not room_version.room_id_from_create_event:
+        wanted.add((CREATE, ""))
+    if type == MEMBER and state_key is not None:
+        wanted.add((MEMBER, state_key))
+        membership = content.get("membership")
+        if membership in ("join", "invite") or (
+            membership == "knock" and room_version.knock_join_rule
+        ):
+            wanted.add((JOIN_RULES, ""))
+        if membership == "invite":
+            tpi = content.get("third_party_invite")
+            if isinstance(tpi, Mapping):
+                signed = tpi.get("signed")
+                token = signed.get("token") if isinstance(signed, Mapping) else None
+                if isinstance(token, str):
+                    wanted.add((THIRD_PARTY_INVITE, token))
+        if membership == "join" and room_version.restricted_join_rule:
+            via = content.get("join_authorised_via_users_server")
+            if isinstance(via, str):
+                wanted.add((MEMBER, via))
+    return wanted
+
+
+def _server_of(user_or_event_id: str) -> str | None:
+    _, sep, server = user_or_event_id.partition(":")
+    return server if sep and server else None
+
+
+def required_signature_servers(event: Event) -> set[str]:
+    """Servers whose signatures the spec requires on ``event`` (server-server API,
+    "Validating hashes and signatures on received events")."""
+    servers: set[str] = set()
+    content = event.content
+    invite_via_3pid = (
+        event.type == MEMBER
+        and content.get("membership") == "invite"
+        and "third_party_invite" in content
+    )
+    # A third-party invite may arrive via any server: the sender's check is replaced by
+    # the identity server signature that auth checks on content.third_party_invite.
+    if not invite_via_3pid:
+        server = _server_of(event.sender)
+        if server:
+            servers.add(server)
+    if event.room_version.event_format is EventFormat.V1:
+        server = _server_of(event.event_id)
+        if server:
+            servers.add(server)
+    if (
+        event.room_version.restricted_join_rule
+        and event.type == MEMBER
+        and content.get("membership") == "join"
+    ):
+        via = content.get("join_authorised_via_users_server")
+        if isinstance(via, str):
+            server = _server_of(via)
+            if server:
+                servers.add(server)
+    return servers
+
+
+def verify_event_signatures(event: Event, get_verify_key: GetVerifyKey) -> None:
+    """Check the signatures the spec requires on ``event``, over its redacted form.
+
+    ``get_verify_key(server_name, key_id)`` returns the key, or ``None`` if unknown (or,
+    from v5, not valid at ``event.origin_server_ts``; that check is the caller's since
+    only it knows the key's ``valid_until_ts``). For each required server at least one
+    signature must verify and none with a known key may fail.
+    """
+    redacted = redact(event.pdu(), event.room_version)
+    strict = event.room_version.strict_canonicaljson
+    for server in sorted(required_signature_servers(event)):
+        sigs = event.signatures.get(server)
+        if not sigs:
+            raise SignatureError(f"{event.event_id} is not signed by {server}")
+        verified = False
+        for key_id in sorted(sigs):
+            if not key_id.startswith(ED25519 + ":"):
+                continue
+            key = get_verify_key(server, key_id)
+            if key is None:
+                continue
+            verify_signed_json(redacted, server, key_id, key, strict=strict)
+            verified = True
+        if not verified:
+            raise SignatureError(f"no known key for any signature of {server} on {event.event_id}")

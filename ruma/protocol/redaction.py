@@ -1,0 +1,127 @@
+"""The per-room-version redaction algorithm (spec: rooms/vN "Redactions").
+
+Redaction decides what the reference hash and the signatures cover, so it must match
+every other server byte for byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ruma.protocol.json import thaw
+from ruma.protocol.room_versions import RedactionRules, RoomVersion
+
+if TYPE_CHECKING:
+    from ruma.protocol.events import Event
+
+__all__ = ["prune_event", "redact", "redacted_content_keys", "redacted_top_level_keys"]
+
+_TOP_LEVEL_V1 = frozenset(
+    {
+        "event_id",
+        "type",
+        "room_id",
+        "sender",
+        "state_key",
+        "content",
+        "hashes",
+        "signatures",
+        "depth",
+        "prev_events",
+        "prev_state",
+        "auth_events",
+        "origin",
+        "origin_server_ts",
+        "membership",
+    }
+)
+# v11 (MSC2176) stops protecting origin, membership and prev_state.
+_TOP_LEVEL_V11 = _TOP_LEVEL_V1 - {"origin", "membership", "prev_state"}
+
+_POWER_LEVELS_V1 = (
+    "ban",
+    "events",
+    "events_default",
+    "kick",
+    "redact",
+    "state_default",
+    "users",
+    "users_default",
+)
+
+
+def redacted_top_level_keys(room_version: RoomVersion) -> frozenset[str]:
+    """The top-level PDU keys that survive redaction."""
+    if room_version.redaction_rules is RedactionRules.V11:
+        return _TOP_LEVEL_V11
+    return _TOP_LEVEL_V1
+
+
+def redacted_content_keys(room_version: RoomVersion, event_type: str) -> tuple[str, ...] | None:
+    """The content keys kept for ``event_type``; ``None`` means the whole content is kept.
+
+    Nested rules (v11's ``third_party_invite.signed``) are handled by :func:`redact`.
+    """
+    rules = room_version.redaction_rules
+    v8 = rules in (RedactionRules.V8, RedactionRules.V9, RedactionRules.V11)
+    v9 = rules in (RedactionRules.V9, RedactionRules.V11)
+    v11 = rules is RedactionRules.V11
+    if event_type == "m.room.member":
+        return ("membership", "join_authorised_via_users_server") if v9 else ("membership",)
+    if event_type == "m.room.create":
+        return None if v11 else ("creator",)
+    if event_type == "m.room.join_rules":
+        return ("join_rule", "allow") if v8 else ("join_rule",)
+    if event_type == "m.room.power_levels":
+        return tuple(sorted((*_POWER_LEVELS_V1, "invite"))) if v11 else _POWER_LEVELS_V1
+    if event_type == "m.room.history_visibility":
+        return ("history_visibility",)
+    if event_type == "m.room.aliases" and rules is RedactionRules.V1:
+        return ("aliases",)
+    if event_type == "m.room.redaction" and v11:
+        return ("redacts",)
+    return ()
+
+
+def redact(pdu: Mapping[str, Any], room_version: RoomVersion) -> dict[str, Any]:
+    """Return a new dict holding the redacted form of ``pdu``.
+
+    ``unsigned`` is dropped: it is not covered by hashes or signatures and the spec's
+    algorithm does not keep it. Callers that serve redacted events to clients add back
+    what they need (e.g. ``redacted_because``).
+    """
+    keep_top = redacted_top_level_keys(room_version)
+    out: dict[str, Any] = {k: thaw(v) for k, v in pdu.items() if k in keep_top}
+    event_type = pdu.get("type")
+    content = pdu.get("content")
+    if "content" not in pdu:
+        return out
+    if not isinstance(content, Mapping):
+        # Malformed; Event.from_pdu rejects it, but hashing must still not crash.
+        out["content"] = {}
+        return out
+    keep_content = (
+        redacted_content_keys(room_version, event_type) if isinstance(event_type, str) else ()
+    )
+    if keep_content is None:
+        new_content = thaw(content)
+    else:
+        new_content = {k: thaw(content[k]) for k in keep_content if k in content}
+    if (
+        event_type == "m.room.member"
+        and room_version.redaction_rules is RedactionRules.V11
+        and isinstance(content.get("third_party_invite"), Mapping)
+        and "signed" in content["third_party_invite"]
+    ):
+        # v11 keeps only the signed block of a third-party invite, which auth needs.
+        new_content["third_party_invite"] = {
+            "signed": thaw(content["third_party_invite"]["signed"])
+        }
+    out["content"] = new_content
+    return out
+
+
+def prune_event(event: Event) -> Event:
+    """The redacted copy of ``event``; its event ID is unchanged."""
+    return event.redacted()
