@@ -146,6 +146,9 @@ class StreamPositions:
     def remove_listener(self, listener: Callable[[int], None]) -> None:
         self._listeners.remove(listener)
 
+    def listeners(self) -> list[Callable[[int], None]]:
+        return list(self._listeners)
+
 
 def load_migrations(engine: Engine) -> list[Migration]:
     """The numbered schema files for ``engine``: shared ``.sql`` or engine-specific ones."""
@@ -268,7 +271,10 @@ class Database:
 
         version = await self.run("prepare_schema", upgrade)
         start = await self.run("stream_start", _max_stream_position)
-        self.positions = StreamPositions(start)
+        positions = StreamPositions(start)
+        for listener in self.positions.listeners():
+            positions.add_listener(listener)  # subscribers attached before prepare keep working
+        self.positions = positions
         return version
 
     def close(self) -> None:
