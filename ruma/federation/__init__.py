@@ -1,0 +1,1 @@
+"""The server-server API: request signing, server discovery, keys, inbound and outbound."""
