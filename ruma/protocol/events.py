@@ -288,11 +288,13 @@ class Event:
         prev_ids = _event_refs(d, "prev_events", fmt)
         auth_ids = _event_refs(d, "auth_events", fmt)
 
-        if "redacts" in d and not isinstance(d["redacts"], str):
-            _bad("redacts", "not a string")
-        if room_version.updated_redaction_rules and "redacts" in content:
-            if not isinstance(content["redacts"], str):
-                _bad("content.redacts", "not a string")
+        if event_type == REDACTION:
+            # Only meaningful on redactions; elsewhere these are just unknown keys.
+            if "redacts" in d and not isinstance(d["redacts"], str):
+                _bad("redacts", "not a string")
+            if room_version.updated_redaction_rules and "redacts" in content:
+                if not isinstance(content["redacts"], str):
+                    _bad("content.redacts", "not a string")
 
         is_v12_create = fmt is EventFormat.V4 and event_type == CREATE and state_key == ""
         if is_v12_create:
