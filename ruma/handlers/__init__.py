@@ -1,0 +1,1 @@
+"""Homeserver logic between the HTTP edges and storage."""

@@ -1,0 +1,1 @@
+"""/sync: tokens, filters, the sync handler and the long-poll notifier."""
