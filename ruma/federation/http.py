@@ -1,0 +1,347 @@
+"""Outbound federation HTTP: discovery, TLS checked against the server name, an IP deny
+list, X-Matrix signing and JSON in and out.
+
+``FederationAgent`` is an ``IAgent`` for ``matrix-federation://<server name>/<path>`` URIs;
+``FederationClient`` signs requests and speaks JSON over it. Tests hand the client another
+agent (e.g. one over an in-memory federation resource).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
+from twisted.internet.interfaces import (
+    IHostResolution,
+    IOpenSSLClientConnectionCreator,
+    IProtocol,
+    IProtocolFactory,
+    IReactorPluggableNameResolver,
+    IReactorTCP,
+    IReactorTime,
+    IResolutionReceiver,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import Protocol
+from twisted.internet.ssl import Certificate, optionsForClientTLS, trustRootFromCertificates
+from twisted.logger import Logger
+from twisted.web.client import Agent, HTTPConnectionPool, readBody
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent, IAgentEndpointFactory, IBodyProducer, IResponse
+from zope.interface import implementer
+
+from ruma.federation.discovery import ResolvedServer, ServerResolver
+from ruma.federation.xmatrix import sign_request
+from ruma.protocol.signing import SigningKey
+
+SCHEME = "matrix-federation"
+MAX_RESPONSE_BYTES = 100 * 1024 * 1024
+
+# Addresses no federation request may reach unless the operator allows them: loopback,
+# private, link-local, carrier-grade NAT, documentation, multicast and reserved ranges.
+DEFAULT_IP_RANGE_DENYLIST = (
+    "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+    "192.0.0.0/24", "169.254.0.0/16", "192.88.99.0/24", "198.18.0.0/15", "192.0.2.0/24",
+    "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "0.0.0.0/8", "240.0.0.0/4",
+    "::1/128", "::/128", "fe80::/10", "fc00::/7", "2001:db8::/32", "ff00::/8", "fec0::/10",
+    "64:ff9b::/96", "::ffff:0:0/96",
+)
+
+
+class FederationError(Exception):
+    """A federation request failed. ``status`` is None when no HTTP answer came back."""
+
+    def __init__(self, destination: str, msg: str, status: int | None = None,
+                 body: Any = None) -> None:
+        super().__init__(f"{destination}: {msg}")
+        self.destination = destination
+        self.status = status
+        self.body = body
+
+    @property
+    def errcode(self) -> str | None:
+        return self.body.get("errcode") if isinstance(self.body, dict) else None
+
+
+class BlockedAddress(FederationError):
+    """Every address of the destination is in the IP deny list."""
+
+
+class IPRangeFilter:
+    """Decides which IPs outbound requests may reach. The allow list wins over the deny list."""
+
+    def __init__(self, deny: Iterable[str] = DEFAULT_IP_RANGE_DENYLIST,
+                 allow: Iterable[str] = ()) -> None:
+        self._deny = [ipaddress.ip_network(n, strict=False) for n in deny]
+        self._allow = [ipaddress.ip_network(n, strict=False) for n in allow]
+
+    def allowed(self, ip: str) -> bool:
+        addr = ipaddress.ip_address(ip.strip("[]"))
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            return self.allowed(str(addr.ipv4_mapped))
+        if any(addr in net for net in self._allow if net.version == addr.version):
+            return True
+        return not any(addr in net for net in self._deny if net.version == addr.version)
+
+
+class FederationTLS:
+    """Client TLS options checking the peer's certificate against the expected name.
+
+    ``ca_pems``, when given, *replaces* the system trust roots (as Synapse's
+    ``federation_custom_ca_list`` does), for private federations and tests.
+    """
+
+    def __init__(self, *, verify: bool = True, ca_pems: Sequence[bytes] = ()) -> None:
+        self._verify = verify
+        self._trust = (
+            trustRootFromCertificates([Certificate.loadPEM(p) for p in ca_pems])
+            if ca_pems else None
+        )
+
+    def creator_for(self, name: str) -> IOpenSSLClientConnectionCreator:
+        if not self._verify:
+            from twisted.internet.ssl import CertificateOptions
+
+            return _NoVerify(CertificateOptions(verify=False))
+        if self._trust is not None:
+            return optionsForClientTLS(name, trustRoot=self._trust)
+        return optionsForClientTLS(name)
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _NoVerify:
+    """For ``federation_verify_certificates: false`` only: TLS without identity checks."""
+
+    def __init__(self, options: Any) -> None:
+        self._options = options
+
+    def clientConnectionForTLS(self, tlsProtocol: Any) -> Any:
+        from OpenSSL.SSL import Connection
+
+        conn = Connection(self._options.getContext(), None)
+        conn.set_app_data(tlsProtocol)
+        return conn
+
+
+@implementer(IStreamClientEndpoint)
+class _AddressesEndpoint:
+    """Connect to the first of several IP addresses that answers."""
+
+    def __init__(self, reactor: IReactorTCP, addresses: Sequence[str], port: int,
+                 timeout: float) -> None:
+        self._reactor = reactor
+        self._addresses = addresses
+        self._port = port
+        self._timeout = timeout
+
+    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
+        return Deferred.fromCoroutine(self._connect(factory))
+
+    async def _connect(self, factory: IProtocolFactory) -> IProtocol:
+        last: Exception | None = None
+        for ip in self._addresses:
+            ep: IStreamClientEndpoint
+            if ":" in ip:
+                ep = TCP6ClientEndpoint(self._reactor, ip, self._port, timeout=self._timeout)
+            else:
+                ep = TCP4ClientEndpoint(self._reactor, ip, self._port, timeout=self._timeout)
+            try:
+                return await ep.connect(factory)
+            except Exception as e:
+                last = e
+        raise last or ConnectionError("no addresses")
+
+
+@implementer(IAgentEndpointFactory)
+class _Fixed:
+    def __init__(self, endpoint: IStreamClientEndpoint) -> None:
+        self._endpoint = endpoint
+
+    def endpointForURI(self, uri: Any) -> IStreamClientEndpoint:
+        return self._endpoint
+
+
+@implementer(IResolutionReceiver)
+class _Collect:
+    def __init__(self) -> None:
+        self.addresses: list[str] = []
+        self.done: Deferred[list[str]] = Deferred()
+
+    def resolutionBegan(self, resolution: IHostResolution) -> None:
+        pass
+
+    def addressResolved(self, address: Any) -> None:
+        self.addresses.append(address.host)
+
+    def resolutionComplete(self) -> None:
+        self.done.callback(self.addresses)
+
+
+@implementer(IAgent)
+class FederationAgent:
+    """``IAgent`` for ``matrix-federation://`` URIs."""
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, resolver: ServerResolver, tls: FederationTLS,
+                 ip_filter: IPRangeFilter, *, connect_timeout: float = 20.0) -> None:
+        self._reactor = reactor
+        self._resolver = resolver
+        self._tls = tls
+        self._ip_filter = ip_filter
+        self._connect_timeout = connect_timeout
+        self._pool = HTTPConnectionPool(reactor, persistent=True)
+        self._pool.maxPersistentPerHost = 5
+        self._pool.cachedConnectionTimeout = 120
+
+    def request(self, method: bytes, uri: bytes, headers: Headers | None = None,
+                bodyProducer: IBodyProducer | None = None) -> Deferred[IResponse]:
+        return Deferred.fromCoroutine(self._request(method, uri, headers, bodyProducer))
+
+    async def _request(self, method: bytes, uri: bytes, headers: Headers | None,
+                       body: IBodyProducer | None) -> IResponse:
+        parts = urlsplit(uri.decode("ascii"))
+        if parts.scheme != SCHEME:
+            raise ValueError(f"FederationAgent only handles {SCHEME}:// URIs")
+        server = parts.netloc
+        resolved = await self._resolver.resolve(server)
+        addresses = await self._addresses(resolved)
+        endpoint = wrapClientTLS(
+            self._tls.creator_for(resolved.tls_name),
+            _AddressesEndpoint(self._reactor, addresses, resolved.port, self._connect_timeout),
+        )
+        agent = Agent.usingEndpointFactory(self._reactor, _Fixed(endpoint), pool=self._pool)
+        headers = headers.copy() if headers is not None else Headers()
+        headers.setRawHeaders(b"Host", [resolved.host_header.encode("ascii")])
+        # The pool keys connections by this URI's host and port: one key per server name.
+        target = f"https://{server}{parts.path}" + (f"?{parts.query}" if parts.query else "")
+        return await agent.request(method, target.encode("ascii"), headers, body)  # type: ignore[no-any-return]
+
+    async def _addresses(self, resolved: ResolvedServer) -> list[str]:
+        host = resolved.connect_host
+        try:
+            ipaddress.ip_address(host)
+            candidates = [host]
+        except ValueError:
+            candidates = await self._resolve_name(host, resolved.port)
+        allowed = [ip for ip in candidates if self._ip_filter.allowed(ip)]
+        if not allowed:
+            raise BlockedAddress(resolved.server_name,
+                                 f"no permitted address (resolved to {candidates})")
+        return allowed
+
+    async def _resolve_name(self, host: str, port: int) -> list[str]:
+        resolver: IReactorPluggableNameResolver = self._reactor
+        collect = _Collect()
+        resolver.nameResolver.resolveHostName(collect, host, port)
+        return await collect.done
+
+
+class FederationClient:
+    """Signed JSON requests to other servers."""
+
+    log = Logger()
+
+    def __init__(self, agent: IAgent, clock: IReactorTime, server_name: str,
+                 signing_key: SigningKey, *, timeout: float = 60.0) -> None:
+        self._agent = agent
+        self._clock = clock
+        self.server_name = server_name
+        self._key = signing_key
+        self._timeout = timeout
+
+    async def request(
+        self,
+        method: str,
+        destination: str,
+        path: str,
+        *,
+        query: Mapping[str, str | Sequence[str]] | None = None,
+        body: Any = None,
+        sign: bool = True,
+        timeout: float | None = None,
+    ) -> Any:
+        """Send a request and return the decoded JSON answer; raise ``FederationError``."""
+        uri = quote(path, safe="/:@!$&'()*+,;=-._~%")
+        if query:
+            uri += "?" + urlencode(query, doseq=True)
+        headers = Headers({b"User-Agent": [b"Ruma"]})
+        data: bytes | None = None
+        if body is not None:
+            data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            headers.setRawHeaders(b"Content-Type", [b"application/json"])
+        if sign:
+            auth = sign_request(method=method, uri=uri, origin=self.server_name,
+                                destination=destination, content=body, key=self._key)
+            headers.setRawHeaders(b"Authorization", [auth.encode("utf-8")])
+        producer = _BytesProducer(data) if data is not None else None
+        url = f"{SCHEME}://{destination}{uri}".encode("ascii")
+        d = self._agent.request(method.encode("ascii"), url, headers, producer)
+        d.addTimeout(timeout or self._timeout, self._clock)
+        try:
+            response = await d
+            raw = await _read_limited(response)
+        except FederationError:
+            raise
+        except Exception as e:
+            raise FederationError(destination, f"{method} {path} failed: {e!r}") from e
+        try:
+            decoded = json.loads(raw) if raw else None
+        except ValueError:
+            decoded = None
+            if 200 <= response.code < 300:
+                raise FederationError(destination, f"{method} {path}: answer is not JSON",
+                                      response.code) from None
+        if not 200 <= response.code < 300:
+            raise FederationError(destination, f"{method} {path} answered {response.code}",
+                                  response.code, decoded)
+        return decoded
+
+    async def get_json(self, destination: str, path: str, **kw: Any) -> Any:
+        return await self.request("GET", destination, path, **kw)
+
+    async def put_json(self, destination: str, path: str, body: Any, **kw: Any) -> Any:
+        return await self.request("PUT", destination, path, body=body, **kw)
+
+    async def post_json(self, destination: str, path: str, body: Any, **kw: Any) -> Any:
+        return await self.request("POST", destination, path, body=body, **kw)
+
+
+async def _read_limited(response: IResponse) -> bytes:
+    if response.length is not None and isinstance(response.length, int) \
+            and response.length > MAX_RESPONSE_BYTES:
+        response.deliverBody(_Discard())
+        raise ValueError(f"response of {response.length} bytes is too large")
+    return await readBody(response)
+
+
+class _Discard(Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        pass
+
+
+@implementer(IBodyProducer)
+class _BytesProducer:
+    """A request body already in memory, written in one go."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self.length = len(data)
+
+    def startProducing(self, consumer: Any) -> Deferred[None]:
+        consumer.write(self._data)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
