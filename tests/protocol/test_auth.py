@@ -1,0 +1,481 @@
+"""The authorisation rules (ruma.protocol.auth) for every room version family.
+
+Each test builds real, signed events with :mod:`tests.protocol.eventfactory`, runs both
+stages (``check_auth_events`` then ``check_auth``) and checks the outcome, and for a
+rejection the ``rule`` the error names. Loops over versions use ``subTest``.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from ruma.protocol.auth import (
+    AuthError,
+    can_federate,
+    check_auth,
+    check_auth_events,
+    get_creators,
+    get_named_level,
+    get_notification_level,
+    get_send_level,
+    get_user_power_level,
+    is_creator,
+    room_id_for_create_event_id,
+)
+from ruma.protocol.errors import InvalidEvent, ProtocolError
+from ruma.protocol.events import Event
+from ruma.protocol.room_versions import RoomVersion, RoomVersions
+from ruma.protocol.signing import encode_base64, sign_json
+from tests.protocol.eventfactory import (
+    ALICE,
+    ALL_VERSIONS,
+    BOB,
+    CAROL,
+    DAVE,
+    MALLORY,
+    RoomFactory,
+    add_signature,
+    server_key,
+    standard_room,
+    versions,
+)
+
+V1_2 = versions(1, 2)
+V1_5 = versions(1, 5)
+V3_PLUS = versions(3)
+V6_PLUS = versions(6)
+V7_PLUS = versions(7)
+V8_PLUS = versions(8)
+V10_PLUS = versions(10)
+V1_9 = versions(1, 9)
+V1_10 = versions(1, 10)
+V11_PLUS = versions(11)
+PRE_V12 = versions(1, 11)
+V12 = RoomVersions.V12
+
+
+class AuthTestCase(SynchronousTestCase):
+    """Assertions shared by the auth tests."""
+
+    def assertAllowed(self, room: RoomFactory, event: Event, extra: Iterable[Event] = ()) -> None:
+        room.check(event, extra)
+
+    def assertRejected(
+        self, room: RoomFactory, event: Event, rule: str, extra: Iterable[Event] = ()
+    ) -> AuthError:
+        error = self.assertRaises(AuthError, room.check, event, extra)
+        self.assertEqual(error.rule, rule, error.reason)
+        return error
+
+    def each(self, room_versions: Iterable[RoomVersion], test: Callable[[RoomVersion], None]) -> None:
+        for room_version in room_versions:
+            with self.subTest(room_version=room_version.identifier):
+                test(room_version)
+
+
+def pdu_event(event: Event, **changes: Any) -> Event:
+    """A copy of ``event`` with top-level PDU keys replaced (its ID may change)."""
+    pdu = event.pdu()
+    pdu.update(changes)
+    return Event.from_pdu(pdu, event.room_version)
+
+
+# --- rule 1: m.room.create -------------------------------------------------------------------
+
+
+class CreateRuleTests(AuthTestCase):
+    def test_valid_create(self) -> None:
+        """A create event with no prev events and a known version is allowed in every version."""
+
+        def test(rv: RoomVersion) -> None:
+            room = RoomFactory(rv)
+            self.assertEqual(room.auth_state(room.create), {})
+            check_auth(room.create, {})
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_prev_events(self) -> None:
+        """1.1: a create event with prev events is rejected in every version."""
+
+        def test(rv: RoomVersion) -> None:
+            room = RoomFactory(rv)
+            content = room.create.content
+            create = room.build(
+                "m.room.create", ALICE, content, "", prev_events=[room.create], auth_events=[]
+            )
+            self.assertRejected(room, create, "create.has_prev_events")
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_room_id_domain(self) -> None:
+        """1.2 (v1-v11): the room ID's domain must be the sender's."""
+
+        def test(rv: RoomVersion) -> None:
+            room = RoomFactory(rv)
+            create = room.build(
+                "m.room.create", ALICE, room.create.content, "", room_id="!room:b.test"
+            )
+            self.assertRejected(room, create, "create.room_id_domain")
+
+        self.each(PRE_V12, test)
+
+    def test_v12_create_has_no_room_id(self) -> None:
+        """1.2 (v12): a create event carrying a room_id never becomes an Event at all."""
+        room = RoomFactory(V12)
+        pdu = room.create.pdu()
+        pdu["room_id"] = "!whatever:a.test"
+        self.assertRaises(InvalidEvent, Event.from_pdu, pdu, V12)
+
+    def test_v12_room_id_is_create_event_id(self) -> None:
+        """1.2 note (v12): the room ID is the create event's ID with the '!' sigil."""
+        room = RoomFactory(V12)
+        self.assertEqual(room.create.room_id, "!" + room.create.event_id[1:])
+        self.assertEqual(room_id_for_create_event_id(room.create.event_id), room.room_id)
+
+    def test_unknown_room_version(self) -> None:
+        """1.3: an unrecognised (or non-string) content.room_version is rejected."""
+
+        def test(rv: RoomVersion) -> None:
+            for bad in ("13", "org.example.custom", 12, None):
+                room = RoomFactory(rv, create_content={"room_version": bad})
+                self.assertRejected(room, room.create, "create.unknown_room_version")
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_room_version_absent(self) -> None:
+        """1.3: content.room_version may be absent (it then means "1")."""
+
+        def test(rv: RoomVersion) -> None:
+            room = RoomFactory(rv)
+            content = {k: v for k, v in room.create.content.items() if k != "room_version"}
+            create = room.build("m.room.create", ALICE, content, "")
+            self.assertAllowed(room, create)
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_creator_required_until_v10(self) -> None:
+        """1.4 (v1-v10): content.creator is required."""
+
+        def test(rv: RoomVersion) -> None:
+            room = RoomFactory(rv)
+            create = room.build("m.room.create", ALICE, {"room_version": rv.identifier}, "")
+            self.assertRejected(room, create, "create.no_creator")
+
+        self.each(V1_10, test)
+
+    def test_creator_not_required_from_v11(self) -> None:
+        """v11+: the creator is the sender; content.creator is not needed."""
+
+        def test(rv: RoomVersion) -> None:
+            room = RoomFactory(rv)
+            self.assertNotIn("creator", room.create.content)
+            self.assertAllowed(room, room.create)
+
+        self.each(V11_PLUS, test)
+
+    def test_v12_additional_creators_valid(self) -> None:
+        """1.4 (v12): additional_creators that are all user IDs are allowed."""
+        room = RoomFactory(V12, create_content={"additional_creators": [BOB, "@x:[::1]:8448"]})
+        self.assertAllowed(room, room.create)
+
+    def test_v12_additional_creators_invalid(self) -> None:
+        """1.4 (v12): additional_creators must be an array of valid user IDs."""
+        for bad in ("@bob:b.test", [BOB, "bob"], [BOB, 7], ["@bob"], {"@bob:b.test": 1}):
+            with self.subTest(additional_creators=bad):
+                room = RoomFactory(V12, create_content={"additional_creators": bad})
+                self.assertRejected(room, room.create, "create.invalid_additional_creators")
+
+    def test_additional_creators_ignored_before_v12(self) -> None:
+        """Before v12 additional_creators means nothing to the rules, valid or not."""
+
+        def test(rv: RoomVersion) -> None:
+            room = RoomFactory(rv, create_content={"additional_creators": "nonsense"})
+            self.assertAllowed(room, room.create)
+            self.assertNotIn(BOB, get_creators(room.state))
+
+        self.each(PRE_V12, test)
+
+    def test_create_has_auth_events(self) -> None:
+        """Auth events selection gives a create event no auth events (v1-v11)."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv)
+            create = room.build(
+                "m.room.create", ALICE, room.create.content, "", prev_events=[],
+                auth_events=[room.create],
+            )
+            self.assertRejected(room, create, "create.has_auth_events")
+
+        self.each(PRE_V12, test)
+
+
+# --- rules 2 and 3 (v12) / 2 (v1-v11): the auth events list ---------------------------------
+
+
+class AuthEventsTests(AuthTestCase):
+    def message(self, room: RoomFactory, sender: str = ALICE) -> Event:
+        return room.build("m.room.message", sender, {"body": "hi", "msgtype": "m.text"})
+
+    def test_returns_auth_state(self) -> None:
+        """The map holds each auth event under its (type, state_key), and the create event
+        (passed separately in v12) under ("m.room.create", "")."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv)
+            event = self.message(room)
+            state = room.auth_state(event)
+            self.assertEqual(
+                set(state),
+                {("m.room.create", ""), ("m.room.power_levels", ""), ("m.room.member", ALICE)},
+            )
+            self.assertIs(state[("m.room.create", "")], room.create)
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_iterable_of_events(self) -> None:
+        """The auth events may be given as the events themselves, exactly those listed."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv)
+            event = self.message(room)
+            listed = [room.events[i] for i in event.auth_event_ids]
+            create = room.create if rv.room_id_from_create_event else None
+            state = check_auth_events(event, listed, create_event=create)
+            self.assertEqual(state[("m.room.member", ALICE)], room.state[("m.room.member", ALICE)])
+            extra = listed + [room.state[("m.room.join_rules", "")]]
+            error = self.assertRaises(
+                AuthError, check_auth_events, event, extra, create_event=create
+            )
+            self.assertEqual(error.rule, "auth_events.not_listed")
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_missing(self) -> None:
+        """An auth event the caller did not supply is reported, never silently skipped."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv)
+            event = self.message(room)
+            error = self.assertRaises(AuthError, check_auth_events, event, {})
+            self.assertEqual(error.rule, "auth_events.missing")
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_duplicate(self) -> None:
+        """3.1 / 2.1: two auth events for one (type, state_key) are rejected."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv)
+            old_levels = room.state[("m.room.power_levels", "")]
+            room.send("m.room.power_levels", ALICE, old_levels.content, "")
+            auth = room.auth_events_for("m.room.message", ALICE, None, {}) + [old_levels]
+            event = room.build("m.room.message", ALICE, {"body": "x"}, auth_events=auth)
+            self.assertRejected(room, event, "auth_events.duplicate")
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_unexpected(self) -> None:
+        """3.2 / 2.2: an auth event that auth events selection would not pick is rejected."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv)
+            auth = room.auth_events_for("m.room.message", ALICE, None, {})
+            auth.append(room.state[("m.room.join_rules", "")])
+            event = room.build("m.room.message", ALICE, {"body": "x"}, auth_events=auth)
+            self.assertRejected(room, event, "auth_events.unexpected")
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_target_member_selected_for_membership(self) -> None:
+        """3.2: a member event may list its target's member event and the join rules."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv, members=[BOB])
+            kick = room.member(BOB, "leave", sender=ALICE)
+            self.assertIn(("m.room.member", BOB), room.auth_state(kick))
+            self.assertAllowed(room, kick)
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_not_state(self) -> None:
+        """A message event can never be an auth event."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv)
+            message = room.add(self.message(room))
+            auth = room.auth_events_for("m.room.message", ALICE, None, {}) + [message]
+            event = room.build("m.room.message", ALICE, {"body": "x"}, auth_events=auth)
+            self.assertRejected(room, event, "auth_events.not_state")
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_no_create(self) -> None:
+        """2.4 (v1-v11): the create event must be among the auth events."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv)
+            auth = [
+                e
+                for e in room.auth_events_for("m.room.message", ALICE, None, {})
+                if e.type != "m.room.create"
+            ]
+            event = room.build("m.room.message", ALICE, {"body": "x"}, auth_events=auth)
+            self.assertRejected(room, event, "auth_events.no_create")
+
+        self.each(PRE_V12, test)
+
+    def test_v12_create_listed(self) -> None:
+        """3.2 (v12): the create event must not be listed in auth_events."""
+        room = standard_room(V12)
+        event = self.message(room)
+        forged = pdu_event(event, auth_events=[room.create.event_id, *event.auth_event_ids])
+        self.assertRejected(room, forged, "auth_events.create_listed")
+
+    def test_wrong_room(self) -> None:
+        """3.5 / 2.5: every auth event must be in the event's room."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv)
+            if rv.room_id_from_create_event:
+                other = standard_room(rv, create_content={"m.federate": True})
+                foreign = other.state[("m.room.power_levels", "")]
+                self.assertNotEqual(foreign.room_id, room.room_id)
+            else:
+                foreign = pdu_event(
+                    room.state[("m.room.power_levels", "")], room_id="!elsewhere:a.test"
+                )
+            auth = [
+                e
+                for e in room.auth_events_for("m.room.message", ALICE, None, {})
+                if e.type != "m.room.power_levels"
+            ]
+            event = room.build("m.room.message", ALICE, {"body": "x"}, auth_events=[*auth, foreign])
+            self.assertRejected(room, event, "auth_events.wrong_room", extra=[foreign])
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_v12_wrong_create_event(self) -> None:
+        """2 (v12): the create event given must be the one the room ID names."""
+        room = standard_room(V12)
+        other = RoomFactory(V12, create_content={"m.federate": True})
+        event = self.message(room)
+        error = self.assertRaises(
+            AuthError, check_auth_events, event, room.events, create_event=other.create
+        )
+        self.assertEqual(error.rule, "room_id.not_create_event")
+
+    def test_v12_check_auth_needs_the_rooms_create_event(self) -> None:
+        """2 (v12): check_auth itself refuses a create event that is not the room's."""
+        room = standard_room(V12)
+        other = RoomFactory(V12, create_content={"m.federate": True})
+        event = self.message(room)
+        state = room.auth_state(event)
+        state[("m.room.create", "")] = other.create
+        error = self.assertRaises(AuthError, check_auth, event, state)
+        self.assertEqual(error.rule, "room_id.not_create_event")
+
+    def test_check_auth_without_create(self) -> None:
+        """Without a create event in the auth state nothing but a create event passes."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv)
+            event = self.message(room)
+            state = room.auth_state(event)
+            del state[("m.room.create", "")]
+            error = self.assertRaises(AuthError, check_auth, event, state)
+            self.assertEqual(error.rule, "auth_events.no_create")
+
+        self.each(ALL_VERSIONS, test)
+
+
+# --- rule 4 (v12) / 3 (v1-v11): m.federate ----------------------------------------------------
+
+
+class FederateTests(AuthTestCase):
+    def test_remote_join_refused(self) -> None:
+        """m.federate false: a user of another server cannot join, even a public room."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv, create_content={"m.federate": False})
+            self.assertFalse(can_federate(room.state))
+            self.assertRejected(room, room.member(BOB, "join"), "federate.disallowed")
+            self.assertAllowed(room, room.member(DAVE, "join"))
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_federate_default(self) -> None:
+        """m.federate absent or true: the room federates."""
+
+        def test(rv: RoomVersion) -> None:
+            for content in ({}, {"m.federate": True}):
+                room = standard_room(rv, create_content=content)
+                self.assertTrue(can_federate(room.state))
+                self.assertAllowed(room, room.member(BOB, "join"))
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_remote_message_refused(self) -> None:
+        """m.federate false applies to every event, not only joins."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv, create_content={"m.federate": False})
+            room.set_member(BOB, "join")
+            event = room.build("m.room.message", BOB, {"body": "hi"})
+            self.assertRejected(room, event, "federate.disallowed")
+
+        self.each(ALL_VERSIONS, test)
+
+
+# --- v1-v5 rule 4: m.room.aliases ---------------------------------------------------------------
+
+
+class AliasesTests(AuthTestCase):
+    def test_own_domain_without_membership(self) -> None:
+        """v1-v5: a server may set its own aliases even if the sender is not in the room."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv)
+            event = room.build("m.room.aliases", BOB, {"aliases": ["#a:b.test"]}, "b.test")
+            self.assertAllowed(room, event)
+
+        self.each(V1_5, test)
+
+    def test_other_domain(self) -> None:
+        """v1-v5: the state_key must be the sender's domain."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv)
+            event = room.build("m.room.aliases", ALICE, {"aliases": ["#a:b.test"]}, "b.test")
+            self.assertRejected(room, event, "aliases.wrong_domain")
+
+        self.each(V1_5, test)
+
+    def test_no_state_key(self) -> None:
+        """v1-v5: an m.room.aliases event without a state_key is rejected."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv)
+            event = room.build("m.room.aliases", ALICE, {"aliases": []})
+            self.assertRejected(room, event, "aliases.no_state_key")
+
+        self.each(V1_5, test)
+
+    def test_ordinary_state_from_v6(self) -> None:
+        """v6+: m.room.aliases is an ordinary state event (membership, then power)."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv, members=[BOB])
+            outsider = room.build("m.room.aliases", CAROL, {"aliases": []}, "c.test")
+            self.assertRejected(room, outsider, "sender_not_joined")
+            weak = room.build("m.room.aliases", BOB, {"aliases": []}, "b.test")
+            self.assertRejected(room, weak, "power_level.too_low")
+            other_domain = room.build("m.room.aliases", ALICE, {"aliases": []}, "b.test")
+            self.assertAllowed(room, other_domain)
+
+        self.each(V6_PLUS, test)
