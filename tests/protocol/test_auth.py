@@ -479,3 +479,319 @@ class AliasesTests(AuthTestCase):
             self.assertAllowed(room, other_domain)
 
         self.each(V6_PLUS, test)
+
+
+# --- rule 5: m.room.member ------------------------------------------------------------------
+
+
+class MemberBasicsTests(AuthTestCase):
+    def test_no_membership(self) -> None:
+        """5.1: a member event without content.membership is rejected."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv)
+            event = room.build("m.room.member", BOB, {"displayname": "Bob"}, BOB)
+            self.assertRejected(room, event, "member.no_membership")
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_no_state_key(self) -> None:
+        """5.1: a member event without a state_key is rejected."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv)
+            event = room.build("m.room.member", BOB, {"membership": "join"})
+            self.assertRejected(room, event, "member.no_state_key")
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_unknown_membership(self) -> None:
+        """5.8: an unknown membership is rejected."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv)
+            self.assertRejected(room, room.member(BOB, "wave"), "member.unknown_membership")
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_knock_unknown_before_v7(self) -> None:
+        """Before v7 'knock' is an unknown membership, even under a 'knock' join rule."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv, join_rule="knock")
+            self.assertRejected(room, room.member(BOB, "knock"), "member.unknown_membership")
+
+        self.each(versions(1, 6), test)
+
+
+class JoinTests(AuthTestCase):
+    def test_creator_first_join(self) -> None:
+        """5.3.1: the creator's join right after the create event is allowed."""
+
+        def test(rv: RoomVersion) -> None:
+            room = RoomFactory(rv)
+            self.assertAllowed(room, room.member(ALICE, "join"))
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_first_join_needs_create_as_only_prev(self) -> None:
+        """5.3.1: with another prev event the creator's join needs the join rule."""
+
+        def test(rv: RoomVersion) -> None:
+            room = RoomFactory(rv)
+            other = room.build("m.room.message", ALICE, {"body": "x"})
+            join = room.build(
+                "m.room.member", ALICE, {"membership": "join"}, ALICE,
+                prev_events=[room.create, other],
+            )
+            self.assertRejected(room, join, "member.join.not_invited", extra=[other])
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_first_join_content_creator_v1_10(self) -> None:
+        """5.3.1 (v1-v10): "the creator" is content.creator, not the create event's sender."""
+
+        def test(rv: RoomVersion) -> None:
+            room = RoomFactory(rv, create_content={"creator": DAVE})
+            self.assertAllowed(room, room.member(DAVE, "join"))
+            self.assertRejected(room, room.member(ALICE, "join"), "member.join.not_invited")
+
+        self.each(V1_10, test)
+
+    def test_first_join_sender_v11(self) -> None:
+        """5.3.1 (v11+): "the creator" is the create event's sender; content.creator is ignored."""
+
+        def test(rv: RoomVersion) -> None:
+            room = RoomFactory(rv, create_content={"creator": DAVE})
+            self.assertAllowed(room, room.member(ALICE, "join"))
+            self.assertRejected(room, room.member(DAVE, "join"), "member.join.not_invited")
+
+        self.each(V11_PLUS, test)
+
+    def test_v12_additional_creator_first_join(self) -> None:
+        """5.3.1 (v12): only the create event's sender gets the first join, not additional
+        creators."""
+        room = RoomFactory(V12, create_content={"additional_creators": [DAVE]})
+        self.assertRejected(room, room.member(DAVE, "join"), "member.join.not_invited")
+
+    def test_sender_not_target(self) -> None:
+        """5.3.2: nobody can join on behalf of someone else."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv)
+            self.assertRejected(room, room.member(BOB, "join", sender=ALICE), "member.join.sender_not_target")
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_banned(self) -> None:
+        """5.3.3: a banned user cannot join, even a public room."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv)
+            room.set_member(BOB, "ban", sender=ALICE)
+            self.assertRejected(room, room.member(BOB, "join"), "member.join.banned")
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_invite_rule(self) -> None:
+        """5.3.4: under 'invite', invited or joined users may join; others may not."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv, join_rule="invite", members=[CAROL])
+            self.assertRejected(room, room.member(BOB, "join"), "member.join.not_invited")
+            self.assertAllowed(room, room.member(CAROL, "join", displayname="C"))
+            room.set_member(BOB, "invite", sender=ALICE)
+            self.assertAllowed(room, room.member(BOB, "join"))
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_no_join_rules_event(self) -> None:
+        """Without a join rules event nobody uninvited can join (treated as 'invite')."""
+
+        def test(rv: RoomVersion) -> None:
+            room = RoomFactory(rv)
+            room.send("m.room.member", ALICE, {"membership": "join"}, ALICE)
+            self.assertRejected(room, room.member(BOB, "join"), "member.join.not_invited")
+            room.set_member(BOB, "invite", sender=ALICE)
+            self.assertAllowed(room, room.member(BOB, "join"))
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_knock_rule(self) -> None:
+        """5.3.4 (v7+): under 'knock', invited users may join; others, knocking or not, may not."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv, join_rule="knock")
+            room.set_member(CAROL, "knock")
+            self.assertRejected(room, room.member(CAROL, "join"), "member.join.not_invited")
+            room.set_member(BOB, "invite", sender=ALICE)
+            self.assertAllowed(room, room.member(BOB, "join"))
+
+        self.each(V7_PLUS, test)
+
+    def test_knock_rule_unknown_before_v7(self) -> None:
+        """Before v7 'knock' is an unknown join rule: even invited users cannot join."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv, join_rule="knock")
+            room.set_member(BOB, "invite", sender=ALICE)
+            self.assertRejected(room, room.member(BOB, "join"), "member.join.join_rule")
+
+        self.each(versions(1, 6), test)
+
+    def test_public(self) -> None:
+        """5.3.6: anyone not banned may join a public room."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv)
+            self.assertAllowed(room, room.member(BOB, "join"))
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_unknown_join_rule(self) -> None:
+        """5.3.7: any other join rule ('private', nonsense) lets nobody in."""
+
+        def test(rv: RoomVersion) -> None:
+            for rule in ("private", "nonsense"):
+                room = standard_room(rv, join_rule=rule)
+                room.set_member(BOB, "invite", sender=ALICE)
+                self.assertRejected(room, room.member(BOB, "join"), "member.join.join_rule")
+
+        self.each(ALL_VERSIONS, test)
+
+
+class RestrictedJoinTests(AuthTestCase):
+    def restricted_room(self, rv: RoomVersion, join_rule: str = "restricted", **levels: Any) -> RoomFactory:
+        room = standard_room(rv, join_rule=join_rule, members=[CAROL], **levels)
+        return room
+
+    def via_join(self, room: RoomFactory, user: str, via: str, sign: bool = True) -> Event:
+        event = room.member(user, "join", join_authorised_via_users_server=via)
+        return add_signature(event, via.split(":", 1)[1]) if sign else event
+
+    def test_authorised_join(self) -> None:
+        """5.3.5.3 (v8+): a join authorised by a joined member who may invite is allowed."""
+
+        def test(rv: RoomVersion) -> None:
+            room = self.restricted_room(rv)
+            self.assertAllowed(room, self.via_join(room, BOB, CAROL))
+            self.assertAllowed(room, self.via_join(room, BOB, ALICE))
+
+        self.each(V8_PLUS, test)
+
+    def test_invited_or_joined_need_no_authoriser(self) -> None:
+        """5.3.5.1 (v8+): invited and joined users join a restricted room as they are."""
+
+        def test(rv: RoomVersion) -> None:
+            room = self.restricted_room(rv)
+            room.set_member(BOB, "invite", sender=ALICE)
+            self.assertAllowed(room, room.member(BOB, "join"))
+            self.assertAllowed(room, room.member(CAROL, "join"))
+
+        self.each(V8_PLUS, test)
+
+    def test_no_authoriser(self) -> None:
+        """5.3.5.2 (v8+): a stranger's join without an authoriser is rejected."""
+
+        def test(rv: RoomVersion) -> None:
+            room = self.restricted_room(rv)
+            self.assertRejected(room, room.member(BOB, "join"), "member.join.restricted.no_authoriser")
+
+        self.each(V8_PLUS, test)
+
+    def test_authoriser_not_joined(self) -> None:
+        """5.3.5.2 (v8+): the authorising user must be joined."""
+
+        def test(rv: RoomVersion) -> None:
+            room = self.restricted_room(rv)
+            room.set_member(DAVE, "invite", sender=ALICE)
+            event = self.via_join(room, BOB, DAVE)
+            self.assertRejected(room, event, "member.join.restricted.authoriser_not_joined")
+
+        self.each(V8_PLUS, test)
+
+    def test_authoriser_cannot_invite(self) -> None:
+        """5.3.5.2 (v8+): the authorising user must have the invite level."""
+
+        def test(rv: RoomVersion) -> None:
+            room = self.restricted_room(rv, invite=50)
+            event = self.via_join(room, BOB, CAROL)
+            self.assertRejected(room, event, "member.join.restricted.authoriser_cannot_invite")
+            self.assertAllowed(room, self.via_join(room, BOB, ALICE))
+
+        self.each(V8_PLUS, test)
+
+    def test_authoriser_must_sign(self) -> None:
+        """5.2.1 (v8+): the authorising user's server must have signed the event."""
+
+        def test(rv: RoomVersion) -> None:
+            room = self.restricted_room(rv)
+            event = self.via_join(room, BOB, CAROL, sign=False)
+            self.assertRejected(room, event, "member.join_authorised_via.unsigned")
+
+        self.each(V8_PLUS, test)
+
+    def test_authoriser_signature_checked_for_any_membership(self) -> None:
+        """5.2 (v8+): the signature rule applies to every membership carrying the key."""
+
+        def test(rv: RoomVersion) -> None:
+            room = self.restricted_room(rv)
+            room.set_member(BOB, "join")
+            leave = room.member(BOB, "leave", join_authorised_via_users_server=CAROL)
+            self.assertRejected(room, leave, "member.join_authorised_via.unsigned")
+            self.assertAllowed(room, add_signature(leave, "c.test"))
+
+        self.each(V8_PLUS, test)
+
+    def test_authoriser_not_a_user_id(self) -> None:
+        """5.2 (v8+): a join_authorised_via_users_server that is no user ID is rejected."""
+
+        def test(rv: RoomVersion) -> None:
+            room = self.restricted_room(rv)
+            event = room.member(BOB, "join", join_authorised_via_users_server=42)
+            self.assertRejected(room, event, "member.join_authorised_via.invalid")
+
+        self.each(V8_PLUS, test)
+
+    def test_restricted_unknown_before_v8(self) -> None:
+        """Before v8 'restricted' is unknown, and join_authorised_via_users_server ignored."""
+
+        def test(rv: RoomVersion) -> None:
+            room = self.restricted_room(rv)
+            event = room.member(BOB, "join", join_authorised_via_users_server=42)
+            self.assertRejected(room, event, "member.join.join_rule")
+            room.set_member(BOB, "invite", sender=ALICE)
+            self.assertRejected(room, room.member(BOB, "join"), "member.join.join_rule")
+
+        self.each(versions(1, 7), test)
+
+    def test_knock_restricted_join(self) -> None:
+        """5.3.4-5 (v10+): 'knock_restricted' admits authorised joins and invited users."""
+
+        def test(rv: RoomVersion) -> None:
+            room = self.restricted_room(rv, join_rule="knock_restricted")
+            self.assertAllowed(room, self.via_join(room, BOB, CAROL))
+            self.assertRejected(room, room.member(DAVE, "join"), "member.join.restricted.no_authoriser")
+            room.set_member(DAVE, "invite", sender=ALICE)
+            self.assertAllowed(room, room.member(DAVE, "join"))
+
+        self.each(V10_PLUS, test)
+
+    def test_knock_restricted_unknown_before_v10(self) -> None:
+        """v8-v9: 'knock_restricted' is an unknown join rule."""
+
+        def test(rv: RoomVersion) -> None:
+            room = self.restricted_room(rv, join_rule="knock_restricted")
+            self.assertRejected(room, self.via_join(room, BOB, CAROL), "member.join.join_rule")
+
+        self.each(versions(8, 9), test)
+
+    def test_banned_even_when_authorised(self) -> None:
+        """5.3.3 before 5.3.5: an authorised join by a banned user is still rejected."""
+
+        def test(rv: RoomVersion) -> None:
+            room = self.restricted_room(rv)
+            room.set_member(BOB, "ban", sender=ALICE)
+            self.assertRejected(room, self.via_join(room, BOB, CAROL), "member.join.banned")
+
+        self.each(V8_PLUS, test)
