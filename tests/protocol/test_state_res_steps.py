@@ -93,6 +93,19 @@ class AuthChainTests(SynchronousTestCase):
         diff = auth_difference(graph, sets, unconflicted, conflicted.keys())
         self.assertEqual({r.labels[e] for e in diff}, {"T1", "T2"})
 
+    def test_auth_difference_excludes_common_ancestors_of_conflicted_state(self) -> None:
+        """Power levels both forks' power levels cite are in every auth chain, though
+        no unconflicted event cites them: only the two forks' own events differ."""
+        r = RoomBuilder(RoomVersions.V11).initial_room()
+        r.power("PA1", ALICE, {ALICE: 100, BOB: 50})
+        r.power("PA2", ALICE, {ALICE: 100, BOB: 40})
+        r.power("PB2", ALICE, {ALICE: 100, BOB: 30}, prev=["PA1"])
+        sets = [r.state_of("PA2"), r.state_of("PB2")]
+        unconflicted, conflicted = split_v2(sets)
+        graph = EventGraph(RoomVersions.V11, r.events)
+        diff = auth_difference(graph, sets, unconflicted, conflicted.keys())
+        self.assertEqual({r.labels[e] for e in diff}, {"PA2", "PB2"})
+
     def test_conflicted_subgraph(self) -> None:
         """The subgraph holds the conflicted events and every event on an auth path
         between two of them: P1, and Bob's join that P2 cites, with the join rules that
