@@ -1,0 +1,237 @@
+// A two-user chat scenario with matrix-js-sdk (the SDK under Element), without crypto and
+// with the default in-memory store, run by Ruma's interop tests against a homeserver on
+// loopback:
+//
+//   node scenario.mjs BASE_URL ALICE_LOCALPART ALICE_PASSWORD BOB_LOCALPART BOB_PASSWORD [TIMEOUT_S]
+//
+// Both users must exist. Each logs in, starts a syncing client and waits for PREPARED; then
+// alice sets her profile, creates a room and invites bob, bob joins, they exchange messages
+// (seen through the live timeline and through /messages), typing, read receipts, and alice's
+// rename reaches bob's member list. The SDK's own logging goes to stderr; stdout carries one
+// JSON object: {"ok": bool, "steps": [{"name", "ok", "detail"}]}. Core steps stop the
+// scenario when they fail; the later checks are independent. Every wait has a deadline.
+
+import * as sdk from "matrix-js-sdk";
+
+// The SDK logs through console.*: keep stdout for the result alone.
+for (const level of ["log", "info", "debug", "warn", "trace"]) {
+    console[level] = (...args) => console.error(...args);
+}
+
+const [baseUrl, aliceName, alicePassword, bobName, bobPassword, timeoutArg] = process.argv.slice(2);
+if (!bobPassword) {
+    process.stderr.write("usage: node scenario.mjs BASE_URL ALICE PASS BOB PASS [TIMEOUT_S]\n");
+    process.exit(2);
+}
+const deadline = Date.now() + 1000 * Number(timeoutArg || 90);
+const steps = [];
+
+class StepFailed extends Error {}
+
+function describe(err) {
+    if (err instanceof StepFailed) return err.message;
+    if (err && err.errcode) return `${err.name}: HTTP ${err.httpStatus} ${err.errcode} ${err.data?.error ?? ""}`;
+    return `${err?.name ?? "Error"}: ${err?.message ?? err}\n${(err?.stack ?? "").split("\n").slice(1, 4).join("\n")}`;
+}
+
+async function step(name, fn, core) {
+    try {
+        const detail = await fn();
+        steps.push({ name, ok: true, detail: detail ?? null });
+        process.stderr.write(`[js] ${name}: ok\n`);
+        return detail;
+    } catch (err) {
+        steps.push({ name, ok: false, detail: describe(err) });
+        process.stderr.write(`[js] ${name}: FAILED ${describe(err)}\n`);
+        if (core) throw new StepFailed(name);
+        return undefined;
+    }
+}
+
+function expect(condition, message) {
+    if (!condition) throw new StepFailed(message);
+}
+
+// Poll the client's local state (fed by its own /sync loop) until fn() is truthy.
+async function until(what, fn, timeoutMs = 15000) {
+    const end = Math.min(Date.now() + timeoutMs, deadline);
+    for (;;) {
+        const value = fn();
+        if (value) return value;
+        if (Date.now() >= end) throw new StepFailed(`timed out waiting for ${what}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+}
+
+async function login(user, password) {
+    const anon = sdk.createClient({ baseUrl });
+    const response = await anon.loginRequest({
+        type: "m.login.password",
+        identifier: { type: "m.id.user", user },
+        password,
+        initial_device_display_name: "matrix-js-sdk interop",
+    });
+    return sdk.createClient({
+        baseUrl,
+        accessToken: response.access_token,
+        userId: response.user_id,
+        deviceId: response.device_id,
+        // Like Element: local echoes wait aside, the timeline keeps the server's order.
+        pendingEventOrdering: sdk.PendingEventOrdering.Detached,
+    });
+}
+
+async function waitPrepared(client) {
+    await until(`${client.getUserId()} to reach sync state PREPARED`, () => {
+        const state = client.getSyncState();
+        if (state === "ERROR") {
+            const err = client.getSyncStateData()?.error;
+            throw new StepFailed(`sync state ERROR: ${err ? describe(err) : "unknown"}`);
+        }
+        return state === "PREPARED" || state === "SYNCING";
+    }, 30000);
+}
+
+const clients = [];
+let alice, bob, roomId;
+const sent = [];
+
+async function core() {
+    await step("alice and bob log in", async () => {
+        alice = await login(aliceName, alicePassword);
+        bob = await login(bobName, bobPassword);
+        clients.push(alice, bob);
+        return [alice.getUserId(), bob.getUserId()];
+    }, true);
+
+    await step("both clients start and reach PREPARED", async () => {
+        for (const client of clients) {
+            await client.startClient({ initialSyncLimit: 20, lazyLoadMembers: true });
+        }
+        for (const client of clients) await waitPrepared(client);
+        return clients.map((c) => c.getSyncState());
+    }, true);
+
+    await step("set and read display name and avatar", async () => {
+        await alice.setDisplayName("Alice JS");
+        await alice.setAvatarUrl("mxc://example.org/alicejs");
+        const profile = await bob.getProfileInfo(alice.getUserId());
+        expect(profile.displayname === "Alice JS", `displayname read back: ${JSON.stringify(profile)}`);
+        expect(profile.avatar_url === "mxc://example.org/alicejs", `avatar read back: ${JSON.stringify(profile)}`);
+        return profile;
+    }, false);
+
+    await step("alice creates a room", async () => {
+        const response = await alice.createRoom({ name: "JS interop room", topic: "matrix-js-sdk scenario" });
+        roomId = response.room_id;
+        await until("the new room in alice's client", () => alice.getRoom(roomId)?.getMyMembership() === "join");
+        return roomId;
+    }, true);
+
+    await step("alice invites bob; bob's client shows the invite", async () => {
+        await alice.invite(roomId, bob.getUserId());
+        await until("the invite in bob's client", () => bob.getRoom(roomId)?.getMyMembership() === "invite");
+        return "invited";
+    }, true);
+
+    await step("bob joins; alice's client shows the join", async () => {
+        await bob.joinRoom(roomId);
+        await until("bob's join in alice's client",
+            () => alice.getRoom(roomId)?.getMember(bob.getUserId())?.membership === "join");
+        return "joined";
+    }, true);
+
+    await step("alice sends three messages", async () => {
+        for (let i = 0; i < 3; i++) {
+            const { event_id } = await alice.sendTextMessage(roomId, `hello ${i}`);
+            sent.push(event_id);
+        }
+        return [...sent];
+    }, true);
+}
+
+function timelineIds(client) {
+    return client.getRoom(roomId)?.getLiveTimeline().getEvents().map((e) => e.getId()) ?? [];
+}
+
+async function checks() {
+    await step("alice's messages arrive in bob's live timeline in order", async () => {
+        const mine = [...sent];
+        await until("alice's three messages in bob's timeline", () => mine.every((id) => timelineIds(bob).includes(id)));
+        const order = timelineIds(bob).filter((id) => mine.includes(id));
+        expect(JSON.stringify(order) === JSON.stringify(mine), `timeline order ${order} != send order ${mine}`);
+        return order;
+    }, false);
+
+    const replied = await step("bob replies", async () => {
+        const { event_id } = await bob.sendTextMessage(roomId, "hi alice");
+        sent.push(event_id);
+        return event_id;
+    }, false);
+
+    if (replied) {
+        await step("bob's reply arrives in alice's live timeline after her messages", async () => {
+            await until("bob's reply in alice's timeline", () => timelineIds(alice).includes(replied));
+            const order = timelineIds(alice).filter((id) => sent.includes(id));
+            expect(JSON.stringify(order) === JSON.stringify(sent), `timeline order ${order} != ${sent}`);
+            return order;
+        }, false);
+    }
+    await step("messages seen through /messages", async () => {
+        const response = await bob.createMessagesRequest(roomId, null, 50, sdk.Direction.Backward);
+        const bodies = response.chunk.filter((e) => sent.includes(e.event_id)).map((e) => e.content?.body);
+        expect(JSON.stringify(bodies) === JSON.stringify(["hi alice", "hello 2", "hello 1", "hello 0"]),
+            `newest-first bodies from /messages: ${JSON.stringify(bodies)}`);
+        return bodies;
+    }, false);
+
+    await step("typing notification seen by the other user", async () => {
+        await alice.sendTyping(roomId, true, 10000);
+        const member = () => bob.getRoom(roomId)?.getMember(alice.getUserId());
+        await until("alice typing in bob's client", () => member()?.typing === true);
+        await alice.sendTyping(roomId, false, 0);
+        await until("alice no longer typing in bob's client", () => member()?.typing === false);
+        return "typing on and off seen";
+    }, false);
+
+    await step("read receipt seen by the other user", async () => {
+        const last = sent[sent.length - 1];
+        const event = await until("the last message in alice's client",
+            () => alice.getRoom(roomId)?.findEventById(last));
+        await alice.sendReadReceipt(event, sdk.ReceiptType.Read, true);
+        const room = bob.getRoom(roomId);
+        try {
+            await until("alice's receipt in bob's client", () => room?.getEventReadUpTo(alice.getUserId()) === last);
+        } catch (err) {
+            throw new StepFailed(`${err.message}; bob sees alice read up to ${room?.getEventReadUpTo(alice.getUserId())}, receipts on it: ${JSON.stringify(room?.getReceiptsForEvent(room.findEventById(last)))}`);
+        }
+        return last;
+    }, false);
+
+    await step("display name change propagated to the room", async () => {
+        await alice.setDisplayName("Alice JS Renamed");
+        await until("alice's new name in bob's member list",
+            () => bob.getRoom(roomId)?.getMember(alice.getUserId())?.name === "Alice JS Renamed");
+        return "Alice JS Renamed";
+    }, false);
+}
+
+async function main() {
+    const overall = new Promise((_, reject) =>
+        setTimeout(() => reject(new StepFailed("scenario deadline passed")), Math.max(0, deadline - Date.now()) + 5000).unref());
+    try {
+        await Promise.race([(async () => { await core(); await checks(); })(), overall]);
+    } catch (err) {
+        if (!(err instanceof StepFailed) || err.message === "scenario deadline passed") {
+            steps.push({ name: "scenario finished", ok: false, detail: describe(err) });
+        }
+    } finally {
+        for (const client of clients) client.stopClient();
+    }
+    const ok = steps.length > 0 && steps.every((s) => s.ok);
+    process.stdout.write(JSON.stringify({ ok, steps }) + "\n");
+    // Stopped clients may leave an aborted long-poll behind; do not wait for it.
+    process.exit(0);
+}
+
+main();
