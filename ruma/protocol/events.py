@@ -21,7 +21,7 @@ from ruma.protocol.errors import (
 from ruma.protocol.ids import EventID, RoomID, UserID
 from ruma.protocol.json import FrozenDict, encode_canonical_json, freeze, thaw
 from ruma.protocol.redaction import redact
-from ruma.protocol.room_versions import EventFormat, RoomVersion
+from ruma.protocol.room_versions import EventFormat, RoomVersion, get_room_version
 from ruma.protocol.signing import (
     ED25519,
     SigningKey,
@@ -351,8 +351,8 @@ class Event:
     def __delattr__(self, name: str) -> NoReturn:
         raise AttributeError("Event is immutable")
 
-    def __reduce__(self) -> tuple[Callable[..., Event], tuple[dict[str, Any], RoomVersion]]:
-        return (Event.from_pdu, (self.pdu(), self.room_version))
+    def __reduce__(self) -> tuple[Callable[..., Event], tuple[dict[str, Any], str]]:
+        return (_unpickle_event, (self.pdu(), self.room_version.identifier))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Event):
@@ -460,6 +460,10 @@ class Event:
         object.__setattr__(ev, "_pdu", frozen)
         object.__setattr__(ev, "content", frozen.get("content", FrozenDict()))
         return ev
+
+
+def _unpickle_event(pdu: dict[str, Any], room_version_id: str) -> Event:
+    return Event.from_pdu(pdu, get_room_version(room_version_id))
 
 
 def build_event(

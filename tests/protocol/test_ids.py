@@ -114,8 +114,8 @@ class UserIDTests(SynchronousTestCase):
 
     def test_not_a_string(self) -> None:
         """Non-strings raise InvalidIdentifier rather than TypeError."""
-        self.assertRaises(InvalidIdentifier, UserID.parse, 5)  # type: ignore[arg-type]
-        self.assertRaises(InvalidIdentifier, UserID.parse, None)  # type: ignore[arg-type]
+        self.assertRaises(InvalidIdentifier, UserID.parse, 5)
+        self.assertRaises(InvalidIdentifier, UserID.parse, None)
 
     @given(st.from_regex(r"[a-z0-9._=\-/+]{1,50}", fullmatch=True))
     def test_strict_grammar_accepted(self, local: str) -> None:

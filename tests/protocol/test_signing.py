@@ -183,6 +183,7 @@ class JSONSigningTests(SynchronousTestCase):
         """Missing servers/keys and malformed signatures raise SignatureError."""
         key, server, key_id = spec_key()
         vk = key.verify_key
+        obj: Any
         for obj in (
             {},
             {"signatures": None},
