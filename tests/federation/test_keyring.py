@@ -9,7 +9,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from ruma.federation.keyring import Keyring, KeyLookupError, TrustedKeyServer
+from ruma.federation.keyring import KeyLookupError, Keyring, TrustedKeyServer
 from ruma.protocol.errors import SignatureError
 from ruma.protocol.signing import generate_signing_key, sign_json, verify_signed_json
 from ruma.storage.database import Database, Engine
