@@ -961,3 +961,41 @@ def describe_scenario_failure(result: Mapping[str, Any], server: ServerProcess) 
         lines.append(str(result["stderr"])[-2000:])
     lines.append(server.log_tail(30))
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------
+# Plain client-API helpers (blocking) for tests that need no client library
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Session:
+    """A logged-in user: where, who and the access token."""
+
+    base_url: str
+    user_id: str
+    access_token: str
+
+    def call(self, method: str, path: str, body: Any = None, timeout: float = 30.0) -> Any:
+        """A client-API call that must succeed; returns the decoded body."""
+        status, decoded = http_json(
+            method, self.base_url + path, body, token=self.access_token, timeout=timeout
+        )
+        if status != 200:
+            raise AssertionError(f"{method} {path} -> {status} {decoded}")
+        return decoded
+
+
+def register_session(base_url: str, localpart: str, password: str) -> Session:
+    """Register through ``POST /_matrix/client/v3/register`` (the dummy auth stage)."""
+    url = base_url + "/_matrix/client/v3/register"
+    body: dict[str, Any] = {"username": localpart, "password": password}
+    status, decoded = http_json("POST", url, body)
+    if status == 401 and isinstance(decoded, dict) and "flows" in decoded:
+        auth: dict[str, Any] = {"type": "m.login.dummy"}
+        if "session" in decoded:
+            auth["session"] = decoded["session"]
+        status, decoded = http_json("POST", url, {**body, "auth": auth})
+    if status != 200 or not isinstance(decoded, dict):
+        raise AssertionError(f"registering {localpart}: {status} {decoded}")
+    return Session(base_url, decoded["user_id"], decoded["access_token"])
