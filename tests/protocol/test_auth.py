@@ -795,3 +795,400 @@ class RestrictedJoinTests(AuthTestCase):
             self.assertRejected(room, self.via_join(room, BOB, CAROL), "member.join.banned")
 
         self.each(V8_PLUS, test)
+
+
+class InviteTests(AuthTestCase):
+    def test_invite(self) -> None:
+        """5.4.4: a joined member at the invite level may invite."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv, join_rule="invite", members=[CAROL])
+            self.assertAllowed(room, room.member(BOB, "invite", sender=CAROL))
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_sender_not_joined(self) -> None:
+        """5.4.2: the inviter must be joined."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv)
+            room.set_member(CAROL, "invite", sender=ALICE)
+            self.assertRejected(room, room.member(BOB, "invite", sender=CAROL), "member.invite.sender_not_joined")
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_target_joined_or_banned(self) -> None:
+        """5.4.3: joined or banned users cannot be invited."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv, members=[CAROL])
+            room.set_member(BOB, "ban", sender=ALICE)
+            for target in (BOB, CAROL):
+                self.assertRejected(
+                    room, room.member(target, "invite", sender=ALICE), "member.invite.target_joined_or_banned"
+                )
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_reinvite_and_invite_after_leave(self) -> None:
+        """5.4.3: invited, left and knocking users may be (re)invited."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv)
+            room.set_member(BOB, "invite", sender=ALICE)
+            self.assertAllowed(room, room.member(BOB, "invite", sender=ALICE))
+            room.set_member(BOB, "leave")
+            self.assertAllowed(room, room.member(BOB, "invite", sender=ALICE))
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_invite_level(self) -> None:
+        """5.4.4-5: below the invite level, no invites."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv, members=[CAROL], invite=50)
+            self.assertRejected(room, room.member(BOB, "invite", sender=CAROL), "member.invite.power_level")
+
+        self.each(ALL_VERSIONS, test)
+
+
+IDENTITY_SERVER = "id.test"
+TOKEN = "tok3n"
+
+
+class ThirdPartyInviteTests(AuthTestCase):
+    def room_with_3pid(self, rv: RoomVersion, **public_keys: Any) -> RoomFactory:
+        room = standard_room(rv, members=[CAROL])
+        key = server_key(IDENTITY_SERVER).public_key_base64
+        content = public_keys or {
+            "public_key": key,
+            "public_keys": [{"public_key": key, "key_validity_url": "https://id.test/v"}],
+        }
+        room.send(
+            "m.room.third_party_invite",
+            ALICE,
+            {"display_name": "b...@example.com", "key_validity_url": "https://id.test/v", **content},
+            TOKEN,
+        )
+        return room
+
+    def signed(self, mxid: str = BOB, token: str = TOKEN, server: str = IDENTITY_SERVER) -> dict[str, Any]:
+        return sign_json({"mxid": mxid, "token": token, "sender": ALICE}, server, server_key(server))
+
+    def invite(self, room: RoomFactory, signed: object, target: str = BOB, sender: str = ALICE) -> Event:
+        return room.member(
+            target, "invite", sender=sender,
+            third_party_invite={"display_name": "b...@example.com", "signed": signed},
+        )
+
+    def test_valid(self) -> None:
+        """5.4.1.7: a signature by the invite's public key allows the invite."""
+
+        def test(rv: RoomVersion) -> None:
+            room = self.room_with_3pid(rv)
+            self.assertAllowed(room, self.invite(room, self.signed()))
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_key_forms(self) -> None:
+        """5.4.1.7.1-2: the key may be in public_key or only in public_keys, in either
+        base64 alphabet."""
+        key = server_key(IDENTITY_SERVER)
+        raw = bytes(key.verify_key)
+        for content in (
+            {"public_key": encode_base64(raw)},
+            {"public_key": "bm9wZQ", "public_keys": [{"public_key": encode_base64(raw, urlsafe=True)}]},
+        ):
+            with self.subTest(content=content):
+                room = self.room_with_3pid(RoomVersions.V10, **content)
+                self.assertAllowed(room, self.invite(room, self.signed()))
+
+    def test_bad_signature(self) -> None:
+        """5.4.1.8: a signature by any other key is rejected."""
+
+        def test(rv: RoomVersion) -> None:
+            room = self.room_with_3pid(rv)
+            forged = self.signed(server="evil.test")
+            self.assertRejected(room, self.invite(room, forged), "member.invite.third_party.bad_signature")
+            tampered = {**self.signed(), "mxid": BOB}
+            tampered["extra"] = "changed after signing"
+            self.assertRejected(room, self.invite(room, tampered), "member.invite.third_party.bad_signature")
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_target_banned(self) -> None:
+        """5.4.1.1: a banned target cannot be invited, even through a third party."""
+
+        def test(rv: RoomVersion) -> None:
+            room = self.room_with_3pid(rv)
+            room.set_member(BOB, "ban", sender=ALICE)
+            self.assertRejected(room, self.invite(room, self.signed()), "member.invite.third_party.target_banned")
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_no_signed(self) -> None:
+        """5.4.1.2: third_party_invite must have a 'signed' object."""
+
+        def test(rv: RoomVersion) -> None:
+            room = self.room_with_3pid(rv)
+            event = room.member(BOB, "invite", sender=ALICE, third_party_invite={"display_name": "b"})
+            self.assertRejected(room, event, "member.invite.third_party.no_signed")
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_no_mxid_or_token(self) -> None:
+        """5.4.1.3: 'signed' needs mxid and token."""
+
+        def test(rv: RoomVersion) -> None:
+            room = self.room_with_3pid(rv)
+            for signed in ({"token": TOKEN}, {"mxid": BOB}):
+                self.assertRejected(
+                    room, self.invite(room, signed), "member.invite.third_party.no_mxid_or_token"
+                )
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_mxid_mismatch(self) -> None:
+        """5.4.1.4: the signed mxid must be the invited user."""
+
+        def test(rv: RoomVersion) -> None:
+            room = self.room_with_3pid(rv)
+            event = self.invite(room, self.signed(mxid=DAVE))
+            self.assertRejected(room, event, "member.invite.third_party.mxid_mismatch")
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_no_invite_event(self) -> None:
+        """5.4.1.5: there must be an m.room.third_party_invite for the token."""
+
+        def test(rv: RoomVersion) -> None:
+            room = self.room_with_3pid(rv)
+            event = self.invite(room, self.signed(token="other"))
+            self.assertRejected(room, event, "member.invite.third_party.no_invite_event")
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_sender_mismatch(self) -> None:
+        """5.4.1.6: the member event's sender must be the one who made the 3pid invite."""
+
+        def test(rv: RoomVersion) -> None:
+            room = self.room_with_3pid(rv)
+            event = self.invite(room, self.signed(), sender=CAROL)
+            self.assertRejected(room, event, "member.invite.third_party.sender_mismatch")
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_third_party_invite_event_needs_invite_level(self) -> None:
+        """7: m.room.third_party_invite needs the invite level (and a joined sender)."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv, members=[CAROL], invite=50, events={"m.room.third_party_invite": 0})
+            event = room.build("m.room.third_party_invite", CAROL, {"display_name": "x"}, "t")
+            self.assertRejected(room, event, "third_party_invite.power_level")
+            event = room.build("m.room.third_party_invite", BOB, {"display_name": "x"}, "t")
+            self.assertRejected(room, event, "sender_not_joined")
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_third_party_invite_event_skips_send_level(self) -> None:
+        """7 comes before 8: at the invite level, the event's own send level does not apply."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv, members=[CAROL], invite=0)
+            event = room.build("m.room.third_party_invite", CAROL, {"display_name": "x"}, "@alice:a.test")
+            self.assertAllowed(room, event)
+
+        self.each(ALL_VERSIONS, test)
+
+
+class LeaveTests(AuthTestCase):
+    def test_self_leave(self) -> None:
+        """5.5.1: joined and invited users may leave (or reject the invite)."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv, members=[BOB])
+            self.assertAllowed(room, room.member(BOB, "leave"))
+            room.set_member(CAROL, "invite", sender=ALICE)
+            self.assertAllowed(room, room.member(CAROL, "leave"))
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_self_leave_not_in_room(self) -> None:
+        """5.5.1: a user who left, never came, or is banned cannot 'leave' again."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv)
+            self.assertRejected(room, room.member(BOB, "leave"), "member.leave.not_in_room")
+            room.set_member(BOB, "ban", sender=ALICE)
+            self.assertRejected(room, room.member(BOB, "leave"), "member.leave.not_in_room")
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_retract_knock(self) -> None:
+        """5.5.1 (v7+): a knocking user may retract the knock."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv, join_rule="knock")
+            room.set_member(BOB, "knock")
+            self.assertAllowed(room, room.member(BOB, "leave"))
+
+        self.each(V7_PLUS, test)
+
+    def test_retract_knock_before_v7(self) -> None:
+        """5.5.1 (v1-v6): 'knock' is not a membership one may leave from."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv)
+            room.set_member(BOB, "knock")
+            self.assertRejected(room, room.member(BOB, "leave"), "member.leave.not_in_room")
+
+        self.each(versions(1, 6), test)
+
+    def test_kick(self) -> None:
+        """5.5.4: at the kick level and above the target, a kick is allowed."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv, members=[BOB])
+            self.assertAllowed(room, room.member(BOB, "leave", sender=ALICE))
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_kick_sender_not_joined(self) -> None:
+        """5.5.2: only joined users kick."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv, members=[BOB])
+            room.set_member(CAROL, "invite", sender=ALICE)
+            self.assertRejected(room, room.member(BOB, "leave", sender=CAROL), "member.leave.sender_not_joined")
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_kick_level(self) -> None:
+        """5.5.4-5: below the kick level, no kicks."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv, members=[BOB, CAROL], users={CAROL: 40}, kick=50)
+            self.assertRejected(room, room.member(BOB, "leave", sender=CAROL), "member.leave.kick_power_level")
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_kick_equal(self) -> None:
+        """5.5.4-5: a user at the sender's own level cannot be kicked."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv, members=[BOB, CAROL], users={BOB: 50, CAROL: 50})
+            self.assertRejected(
+                room, room.member(BOB, "leave", sender=CAROL), "member.leave.target_not_below_sender"
+            )
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_unban(self) -> None:
+        """5.5.3-4: unbanning needs the ban level and the kick level."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv, members=[CAROL], users={CAROL: 60}, kick=50, ban=70)
+            room.set_member(BOB, "ban", sender=ALICE)
+            self.assertRejected(room, room.member(BOB, "leave", sender=CAROL), "member.leave.unban_power_level")
+            self.assertAllowed(room, room.member(BOB, "leave", sender=ALICE))
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_revoke_invite(self) -> None:
+        """5.5.4: kicking an invited user revokes the invite."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv)
+            room.set_member(BOB, "invite", sender=ALICE)
+            self.assertAllowed(room, room.member(BOB, "leave", sender=ALICE))
+
+        self.each(ALL_VERSIONS, test)
+
+
+class BanTests(AuthTestCase):
+    def test_ban(self) -> None:
+        """5.6.2: at the ban level and above the target, a ban is allowed (even of
+        someone who never joined)."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv, members=[BOB])
+            self.assertAllowed(room, room.member(BOB, "ban", sender=ALICE))
+            self.assertAllowed(room, room.member(MALLORY, "ban", sender=ALICE))
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_sender_not_joined(self) -> None:
+        """5.6.1: only joined users ban."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv, members=[BOB])
+            self.assertRejected(room, room.member(BOB, "ban", sender=CAROL), "member.ban.sender_not_joined")
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_ban_level(self) -> None:
+        """5.6.2-3: below the ban level, no bans."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv, members=[BOB, CAROL], users={CAROL: 49})
+            self.assertRejected(room, room.member(BOB, "ban", sender=CAROL), "member.ban.power_level")
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_ban_higher(self) -> None:
+        """5.6.2-3: nobody bans a user at or above their own level."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv, members=[BOB, CAROL], users={CAROL: 50, BOB: 60})
+            self.assertRejected(room, room.member(BOB, "ban", sender=CAROL), "member.ban.target_not_below_sender")
+
+        self.each(ALL_VERSIONS, test)
+
+
+class KnockTests(AuthTestCase):
+    def test_knock(self) -> None:
+        """5.7.3 (v7+): under 'knock', strangers and users who left may knock."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv, join_rule="knock")
+            self.assertAllowed(room, room.member(BOB, "knock"))
+            room.set_member(BOB, "leave")
+            self.assertAllowed(room, room.member(BOB, "knock"))
+
+        self.each(V7_PLUS, test)
+
+    def test_knock_join_rule(self) -> None:
+        """5.7.1 (v7+): knocking needs the 'knock' (v10+: or 'knock_restricted') rule."""
+
+        def test(rv: RoomVersion) -> None:
+            for rule in ("public", "invite", "restricted"):
+                room = standard_room(rv, join_rule=rule)
+                self.assertRejected(room, room.member(BOB, "knock"), "member.knock.join_rule")
+            room = standard_room(rv, join_rule="knock_restricted")
+            if rv.knock_restricted_join_rule:
+                self.assertAllowed(room, room.member(BOB, "knock"))
+            else:
+                self.assertRejected(room, room.member(BOB, "knock"), "member.knock.join_rule")
+
+        self.each(V7_PLUS, test)
+
+    def test_knock_for_someone_else(self) -> None:
+        """5.7.2 (v7+): nobody knocks on behalf of someone else."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv, join_rule="knock", members=[CAROL])
+            self.assertRejected(room, room.member(BOB, "knock", sender=CAROL), "member.knock.sender_not_target")
+
+        self.each(V7_PLUS, test)
+
+    def test_knock_when_member(self) -> None:
+        """5.7.3-4 (v7+): banned, invited and joined users cannot knock."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv, join_rule="knock", members=[CAROL])
+            room.set_member(BOB, "ban", sender=ALICE)
+            room.set_member(DAVE, "invite", sender=ALICE)
+            for user in (BOB, CAROL, DAVE):
+                self.assertRejected(room, room.member(user, "knock"), "member.knock.already_member")
+
+        self.each(V7_PLUS, test)
