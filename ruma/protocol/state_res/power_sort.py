@@ -18,15 +18,16 @@ from ruma.protocol.events import Event, StateKey
 from .errors import AuthGraphCycleError
 from .event_graph import CREATE, JOIN_RULES, MEMBER, POWER_LEVELS, EventGraph, state_key_of
 
-#: A power level: an int, or ``math.inf`` for the creators of a v12 room.
-Level = int | float
-
 __all__ = [
+    "Level",
     "is_power_event",
     "power_sort_selection",
     "reverse_topological_power_sort",
     "sender_power_level",
 ]
+
+#: A power level: an int, or ``math.inf`` for the creators of a v12 room.
+Level = int | float
 
 
 def is_power_event(event: Event) -> bool:

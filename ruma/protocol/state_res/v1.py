@@ -36,9 +36,13 @@ def _depth_order(events: Iterable[Event]) -> list[Event]:
 
 
 def _allowed(
-    graph: EventGraph, event: Event, state: Mapping[StateKey, str], key: StateKey, current: str
+    graph: EventGraph,
+    event: Event,
+    state: Mapping[StateKey, str],
+    key: StateKey | None = None,
+    current: str | None = None,
 ) -> bool:
-    """Whether the rules allow ``event`` in ``state`` with ``key`` holding ``current``."""
+    """Whether the rules allow ``event`` in ``state`` (with ``key`` holding ``current``)."""
     keys = auth_types_for_event(
         graph.room_version, event.type, event.sender, event.state_key, event.content
     )
@@ -72,9 +76,8 @@ def _resolve_other_key(
     """The winner of any other key: the newest event the rules allow."""
     ordered = _depth_order(events)
     ordered.reverse()
-    key = state_key_of(ordered[0])
     for event in ordered:
-        if _allowed(graph, event, state, key, event.event_id):
+        if _allowed(graph, event, state):
             return event.event_id
     # None is allowed. The spec is silent; like Synapse keep the oldest rather than
     # dropping the key.
