@@ -24,6 +24,7 @@ from tests.protocol.test_state_res_fixtures import (
     CHARLIE,
     EVELYN,
     POWER_LEVELS,
+    ZARA,
     RoomBuilder,
 )
 
@@ -155,7 +156,7 @@ class PowerSortTests(SynchronousTestCase):
         """Power levels, join rules, create, and kicks and bans are power events; joins,
         leaving on one's own, and topics are not."""
         r = RoomBuilder(RoomVersions.V11).initial_room()
-        r.member("KICK", ALICE, ZARA_ID, "leave")
+        r.member("KICK", ALICE, ZARA, "leave")
         r.member("BAN", ALICE, CHARLIE, "ban")
         r.member("LEAVE", BOB, BOB, "leave")
         r.topic("T", ALICE)
@@ -293,6 +294,3 @@ class IterativeAuthCheckTests(SynchronousTestCase):
         graph = EventGraph(RoomVersions.V12, r.events)
         state = iterative_auth_checks(graph, [r.ids["T"]], {})
         self.assertEqual(r.named(state), {("m.room.topic", ""): "T"})
-
-
-ZARA_ID = "@zara:example.com"
