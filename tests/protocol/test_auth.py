@@ -1192,3 +1192,282 @@ class KnockTests(AuthTestCase):
                 self.assertRejected(room, room.member(user, "knock"), "member.knock.already_member")
 
         self.each(V7_PLUS, test)
+
+
+# --- rules 6-9: every other event ---------------------------------------------------------
+
+
+class SenderAndLevelTests(AuthTestCase):
+    def test_sender_not_joined(self) -> None:
+        """6: outside membership events, the sender must be joined."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv)
+            room.set_member(BOB, "invite", sender=ALICE)
+            for sender in (BOB, CAROL):
+                event = room.build("m.room.message", sender, {"body": "hi"})
+                self.assertRejected(room, event, "sender_not_joined")
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_message_levels(self) -> None:
+        """8: a message needs events[type], else events_default."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(
+                rv, members=[BOB], events_default=10, events={"m.reaction": 0}, users={BOB: 5}
+            )
+            self.assertRejected(room, room.build("m.room.message", BOB, {"body": "x"}), "power_level.too_low")
+            self.assertAllowed(room, room.build("m.reaction", BOB, {}))
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_state_levels(self) -> None:
+        """8: a state event needs events[type], else state_default (50 if absent)."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv, members=[BOB], events={"m.room.topic": 0}, users={BOB: 49})
+            self.assertRejected(room, room.build("m.room.name", BOB, {"name": "x"}, ""), "power_level.too_low")
+            self.assertAllowed(room, room.build("m.room.topic", BOB, {"topic": "x"}, ""))
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_no_power_levels_event(self) -> None:
+        """8: with no power levels event, state needs 50: members have 0, the creator 100
+        (v1-v11) or infinity (v12)."""
+
+        def test(rv: RoomVersion) -> None:
+            room = RoomFactory(rv)
+            room.send("m.room.member", ALICE, {"membership": "join"}, ALICE)
+            room.set_join_rule("public")
+            room.set_member(BOB, "join")
+            self.assertRejected(room, room.build("m.room.name", BOB, {"name": "x"}, ""), "power_level.too_low")
+            self.assertAllowed(room, room.build("m.room.message", BOB, {"body": "x"}))
+            self.assertAllowed(room, room.build("m.room.name", ALICE, {"name": "x"}, ""))
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_state_key_of_another_user(self) -> None:
+        """9: a state_key starting with '@' must be the sender's own."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv, members=[BOB], state_default=0)
+            self.assertRejected(room, room.build("m.custom", BOB, {}, ALICE), "state_key.other_user")
+            self.assertAllowed(room, room.build("m.custom", BOB, {}, BOB))
+            self.assertAllowed(room, room.build("m.custom", BOB, {}, "bob"))
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_creator_state_key_of_another_user(self) -> None:
+        """9: even the most powerful user cannot use someone else's state_key."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv, members=[BOB])
+            self.assertRejected(room, room.build("m.custom", ALICE, {}, BOB), "state_key.other_user")
+
+        self.each(ALL_VERSIONS, test)
+
+
+# --- rule 10: m.room.power_levels ----------------------------------------------------------
+
+
+class PowerLevelsTests(AuthTestCase):
+    def levels(self, room: RoomFactory, sender: str, **content: Any) -> Event:
+        return room.build("m.room.power_levels", sender, content, "")
+
+    def base(self, rv: RoomVersion, **extra: Any) -> dict[str, Any]:
+        users = {} if rv.privileged_creators else {ALICE: 100}
+        users.update({BOB: 50, CAROL: 50})
+        return {"users": users, **extra}
+
+    def room(self, rv: RoomVersion, **extra: Any) -> RoomFactory:
+        room = standard_room(rv, members=[BOB, CAROL])
+        room.send("m.room.power_levels", ALICE, self.base(rv, **extra), "")
+        return room
+
+    def test_strings_before_v10(self) -> None:
+        """v1-v9: levels may be integer strings (with sign, zeros, whitespace)."""
+
+        def test(rv: RoomVersion) -> None:
+            room = self.room(rv)
+            content = self.base(rv, ban=" +050 ", events={"m.room.name": "0050"}, users_default="0")
+            content["users"] = {k: str(v) for k, v in content["users"].items()}
+            event = self.levels(room, ALICE, **content)
+            self.assertAllowed(room, event)
+            room.add(event)
+            self.assertEqual(get_named_level(room.state, "ban"), 50)
+            self.assertEqual(get_user_power_level(BOB, room.state), 50)
+
+        self.each(V1_9, test)
+
+    def test_strings_from_v10(self) -> None:
+        """10.1-10.3 (v10+): every level must be a JSON integer."""
+
+        def test(rv: RoomVersion) -> None:
+            room = self.room(rv)
+            for key in ("users_default", "events_default", "state_default", "ban", "redact", "kick", "invite"):
+                event = self.levels(room, ALICE, **self.base(rv, **{key: "50"}))
+                self.assertRejected(room, event, "power_levels.invalid_level")
+            for key in ("events", "notifications"):
+                event = self.levels(room, ALICE, **self.base(rv, **{key: {"x": "50"}}))
+                self.assertRejected(room, event, "power_levels.invalid_level")
+            content = self.base(rv)
+            content["users"][BOB] = "50"
+            self.assertRejected(room, self.levels(room, ALICE, **content), "power_levels.invalid_users")
+
+        self.each(V10_PLUS, test)
+
+    def test_booleans_are_not_levels(self) -> None:
+        """10.1: JSON true/false are not integers, in any version."""
+
+        def test(rv: RoomVersion) -> None:
+            room = self.room(rv)
+            self.assertRejected(room, self.levels(room, ALICE, **self.base(rv, ban=True)), "power_levels.invalid_level")
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_unreadable_values(self) -> None:
+        """v1-v9: values that are not integers even as strings are rejected."""
+
+        def test(rv: RoomVersion) -> None:
+            room = self.room(rv)
+            for bad in ("fifty", "5 0", "1e3", "", None, [50]):
+                self.assertRejected(
+                    room, self.levels(room, ALICE, **self.base(rv, kick=bad)), "power_levels.invalid_level"
+                )
+            self.assertRejected(
+                room, self.levels(room, ALICE, **self.base(rv, events=[])), "power_levels.invalid_level"
+            )
+
+        self.each(V1_9, test)
+
+    def test_floats_v1_5(self) -> None:
+        """v1-v5 (no canonical JSON enforcement): float levels are truncated."""
+
+        def test(rv: RoomVersion) -> None:
+            room = self.room(rv)
+            content = self.base(rv)
+            content["users"][BOB] = 50.9
+            event = self.levels(room, ALICE, **content)
+            self.assertAllowed(room, event)
+            room.add(event)
+            self.assertEqual(get_user_power_level(BOB, room.state), 50)
+
+        self.each(V1_5, test)
+
+    def test_users_shape(self) -> None:
+        """10.3: users must be an object keyed by user IDs."""
+
+        def test(rv: RoomVersion) -> None:
+            room = self.room(rv)
+            for users in ([ALICE], {"alice": 10}, {"@alice": 10}, {"@alice:bad host": 10}):
+                event = self.levels(room, ALICE, users=users)
+                self.assertRejected(room, event, "power_levels.invalid_users")
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_first_power_levels(self) -> None:
+        """10.5: with no power levels yet, any valid power levels event is allowed from a
+        sender at state_default (the creator)."""
+
+        def test(rv: RoomVersion) -> None:
+            room = RoomFactory(rv)
+            room.send("m.room.member", ALICE, {"membership": "join"}, ALICE)
+            self.assertAllowed(room, self.levels(room, ALICE, users={BOB: 1000}, ban=1000))
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_defaults(self) -> None:
+        """10.6: a top-level level may not be set above, or changed from above, the
+        sender's own."""
+
+        def test(rv: RoomVersion) -> None:
+            room = self.room(rv, ban=60, kick=40, events={"m.room.power_levels": 50})
+            self.assertRejected(room, self.levels(room, BOB, **self.base(rv, ban=60, kick=51)), "power_levels.default_new_above_sender")
+            self.assertRejected(room, self.levels(room, BOB, **self.base(rv, ban=50, kick=40)), "power_levels.default_old_above_sender")
+            self.assertRejected(room, self.levels(room, BOB, **self.base(rv, kick=40)), "power_levels.default_old_above_sender")
+            self.assertAllowed(room, self.levels(room, BOB, **self.base(rv, ban=60, kick=50, events={"m.room.power_levels": 50})))
+            self.assertAllowed(room, self.levels(room, BOB, **self.base(rv, ban=60, kick=50, redact=1, events={"m.room.power_levels": 50})))
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_events(self) -> None:
+        """10.7-10.8: an events entry may not be set above, or changed or removed from
+        above, the sender's own level."""
+
+        def test(rv: RoomVersion) -> None:
+            room = self.room(rv, events={"m.room.power_levels": 50, "m.room.tombstone": 100})
+            keep = {"m.room.power_levels": 50, "m.room.tombstone": 100}
+            self.assertRejected(room, self.levels(room, BOB, **self.base(rv, events={**keep, "m.x": 51})), "power_levels.events_new_above_sender")
+            self.assertRejected(room, self.levels(room, BOB, **self.base(rv, events={**keep, "m.room.tombstone": 50})), "power_levels.events_old_above_sender")
+            self.assertRejected(room, self.levels(room, BOB, **self.base(rv, events={"m.room.power_levels": 50})), "power_levels.events_old_above_sender")
+            self.assertAllowed(room, self.levels(room, BOB, **self.base(rv, events={**keep, "m.x": 50})))
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_notifications_from_v6(self) -> None:
+        """10.7-10.8 (v6+): notifications entries are protected like events entries."""
+
+        def test(rv: RoomVersion) -> None:
+            room = self.room(rv, events={"m.room.power_levels": 50}, notifications={"room": 80})
+            keep = {"events": {"m.room.power_levels": 50}}
+            self.assertRejected(room, self.levels(room, BOB, **self.base(rv, notifications={"room": 10}, **keep)), "power_levels.notifications_old_above_sender")
+            self.assertRejected(room, self.levels(room, BOB, **self.base(rv, notifications={"room": 80, "x": 60}, **keep)), "power_levels.notifications_new_above_sender")
+            self.assertAllowed(room, self.levels(room, BOB, **self.base(rv, notifications={"room": 80, "x": 50}, **keep)))
+
+        self.each(V6_PLUS, test)
+
+    def test_notifications_before_v6(self) -> None:
+        """v1-v5: notifications are not part of the rules; anyone may change them."""
+
+        def test(rv: RoomVersion) -> None:
+            room = self.room(rv, events={"m.room.power_levels": 50}, notifications={"room": 80})
+            event = self.levels(room, BOB, **self.base(rv, notifications={"room": 99}, events={"m.room.power_levels": 50}))
+            self.assertAllowed(room, event)
+
+        self.each(V1_5, test)
+
+    def test_users(self) -> None:
+        """10.9-10.10: others' entries at or above the sender's level are untouchable; new
+        values may reach, not exceed, the sender's level; one may demote oneself."""
+
+        def test(rv: RoomVersion) -> None:
+            room = self.room(rv, events={"m.room.power_levels": 50})
+            keep = {"events": {"m.room.power_levels": 50}}
+
+            def with_users(**changes: int) -> Event:
+                content = self.base(rv, **keep)
+                content["users"].update({f"@{k}:{k[0]}.test": v for k, v in changes.items()})
+                return self.levels(room, BOB, **content)
+
+            self.assertRejected(room, with_users(carol=10), "power_levels.user_not_below_sender")
+            self.assertRejected(room, with_users(dave=51), "power_levels.user_new_above_sender")
+            self.assertRejected(room, with_users(bob=51), "power_levels.user_new_above_sender")
+            self.assertAllowed(room, with_users(dave=50))
+            self.assertAllowed(room, with_users(bob=10))
+            removed = self.base(rv, **keep)
+            del removed["users"][CAROL]
+            self.assertRejected(room, self.levels(room, BOB, **removed), "power_levels.user_not_below_sender")
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_demote_lower_user(self) -> None:
+        """10.9: users below the sender can be demoted or removed."""
+
+        def test(rv: RoomVersion) -> None:
+            room = self.room(rv)
+            content = self.base(rv)
+            del content["users"][BOB]
+            self.assertAllowed(room, self.levels(room, ALICE, **content))
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_unchanged_values_above_sender(self) -> None:
+        """10.6-10.10: values above the sender that stay the same are no obstacle."""
+
+        def test(rv: RoomVersion) -> None:
+            room = self.room(rv, ban=100, events={"m.room.power_levels": 0, "m.room.tombstone": 100})
+            content = self.base(rv, ban=100, events={"m.room.power_levels": 0, "m.room.tombstone": 100}, topic=1)
+            self.assertAllowed(room, self.levels(room, BOB, **content))
+
+        self.each(ALL_VERSIONS, test)
