@@ -1,0 +1,1 @@
+"""Operator APIs under ``/_synapse/admin`` (kept compatible with Synapse's admin tools)."""

@@ -1,0 +1,501 @@
+"""``twistd ruma``: the options, and the one function that builds the whole homeserver.
+
+:func:`build_homeserver` builds the object graph (stores, services, HTTP routers) and is
+shared by :func:`makeService` and by ``tests/harness.py``, so tests exercise exactly what
+runs in production. It is the place to wire in a new service: construct it here, put it on
+:class:`Homeserver`, and (if it is long-lived) append it to ``Homeserver.services``.
+
+:func:`makeService` is synchronous, as twistd wants. Everything asynchronous at startup
+(schema migrations) happens in :meth:`HomeserverService.startService`; the listeners only
+open once the database is ready.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IListeningPort, IReactorCore, IReactorTime
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import Request, Site
+
+from ruma.accounts import AccountService, PasswordHasher, UserInteractiveAuth, run_inline
+from ruma.accounts.passwords import ThreadRunner
+from ruma.admin.register import SharedSecretRegistration
+from ruma.client.account import AccountEndpoints
+from ruma.client.auth import Authenticator
+from ruma.client.router import ClientRouter, write_json
+from ruma.client.versions import DiscoveryEndpoints
+from ruma.config import ConfigError, HomeserverConfig, ListenerConfig, generate_config, load_config
+from ruma.errors import Codes
+from ruma.protocol.signing import (
+    SigningKey,
+    generate_signing_key,
+    read_signing_keys,
+    write_signing_keys,
+)
+from ruma.ratelimit import Ratelimiter
+from ruma.storage.accounts import AccountStore
+from ruma.storage.database import Database, SchemaTooNew
+
+log = Logger(namespace="ruma.tap")
+
+DEFAULT_CONFIG = "homeserver.yaml"
+DEFAULT_DATA_DIR = "ruma-data"
+
+
+@attrs.define
+class Homeserver:
+    """Everything one Ruma process is made of. Built by :func:`build_homeserver` only."""
+
+    config: HomeserverConfig
+    reactor: Any
+    clock: IReactorTime
+    db: Database
+    signing_key: SigningKey
+    account_store: AccountStore
+    accounts: AccountService
+    uia: UserInteractiveAuth
+    auth: Authenticator
+    client: ClientRouter
+    client_resource: IResource
+    discovery: DiscoveryEndpoints
+    # Filled in by the federation work; a listener naming 'federation' or 'keys' serves
+    # nothing under those prefixes until then.
+    federation_resource: IResource | None = None
+    keys_resource: IResource | None = None
+    media_resource: IResource | None = None
+    # Long-lived services, started (in order) once the database is ready.
+    services: list[IService] = attrs.Factory(list)
+
+    def root_resource(self, names: Sequence[str] = ("client", "federation", "keys")) -> IResource:
+        """The resource a listener serving ``names`` puts at ``/``."""
+        mounts: list[tuple[bytes, IResource]] = []
+        if "federation" in names and self.federation_resource is not None:
+            mounts.append((b"/_matrix/federation/", self.federation_resource))
+        if "keys" in names and self.keys_resource is not None:
+            mounts.append((b"/_matrix/key/", self.keys_resource))
+        if "media" in names and self.media_resource is not None:
+            mounts.append((b"/_matrix/media/", self.media_resource))
+        fallback = self.client_resource if "client" in names else None
+        return PrefixDispatcher(mounts, fallback)
+
+
+def build_homeserver(
+    config: HomeserverConfig,
+    *,
+    reactor: Any,
+    clock: IReactorTime,
+    database: Database,
+    signing_key: SigningKey,
+    run_in_thread: ThreadRunner | None = None,
+) -> Homeserver:
+    """Build the homeserver's object graph. Pure wiring: no I/O, nothing started."""
+    if run_in_thread is None:
+        run_in_thread = run_inline
+    account_store = AccountStore(database)
+    hasher = PasswordHasher(config.bcrypt_rounds, run_in_thread)
+    accounts = AccountService(account_store, clock, hasher, config.server_name)
+    uia = UserInteractiveAuth(clock)
+    auth = Authenticator(accounts)
+
+    client = ClientRouter()
+    discovery = DiscoveryEndpoints(config=config, auth=auth)
+    discovery.register_routes(client)
+    AccountEndpoints(
+        config=config, clock=clock, accounts=accounts, auth=auth, uia=uia
+    ).register_routes(client)
+    SharedSecretRegistration(
+        shared_secret=config.registration_shared_secret,
+        clock=clock,
+        accounts=accounts,
+        ratelimiter=Ratelimiter(
+            clock, config.rc_registration.per_second, config.rc_registration.burst_count
+        ),
+    ).register_routes(client)
+
+    hs = Homeserver(
+        config=config,
+        reactor=reactor,
+        clock=clock,
+        db=database,
+        signing_key=signing_key,
+        account_store=account_store,
+        accounts=accounts,
+        uia=uia,
+        auth=auth,
+        client=client,
+        client_resource=client.resource(),
+        discovery=discovery,
+    )
+    return hs
+
+
+class PrefixDispatcher(Resource):
+    """Hands each request, path untouched, to the resource mounted at its path prefix."""
+
+    isLeaf = True
+
+    def __init__(self, mounts: list[tuple[bytes, IResource]], fallback: IResource | None):
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._mounts = mounts
+        self._fallback = fallback
+
+    def render(self, request: IRequest) -> bytes | int:
+        path: bytes = request.path
+        for prefix, resource in self._mounts:
+            if path.startswith(prefix) or path + b"/" == prefix:
+                return resource.render(request)  # type: ignore[no-any-return]
+        if self._fallback is not None:
+            return self._fallback.render(request)  # type: ignore[no-any-return]
+        return write_json(
+            request, 404, {"errcode": Codes.UNRECOGNIZED.value, "error": "Unrecognized request"}
+        )
+
+
+# -- running it ----------------------------------------------------------------------------
+
+
+class Options(usage.Options):
+    synopsis = "[-c homeserver.yaml]"
+    longdesc = (
+        "Run the Ruma Matrix homeserver. Without -c it uses ./homeserver.yaml, creating one "
+        "(server name 'localhost', data in ./ruma-data) if it does not exist yet."
+    )
+    optParameters = [
+        ["config", "c", None, "Path to homeserver.yaml"],
+    ]
+
+
+class ForwardedRequest(Request):
+    """A request behind a trusted reverse proxy: the client is the X-Forwarded-For address."""
+
+    def getClientAddress(self) -> Any:
+        from twisted.internet.address import IPv4Address, IPv6Address
+
+        fwd = self.getHeader(b"X-Forwarded-For")
+        if fwd:
+            ip = fwd.split(b",")[0].strip().decode("ascii", "replace")
+            if ":" in ip:
+                return IPv6Address("TCP", ip, 0)
+            return IPv4Address("TCP", ip, 0)
+        return super().getClientAddress()  # type: ignore[no-untyped-call]
+
+    def isSecure(self) -> bool:
+        proto = self.getHeader(b"X-Forwarded-Proto")
+        if proto is not None:
+            return proto.lower() == b"https"
+        return bool(super().isSecure())  # type: ignore[no-untyped-call]
+
+
+def _access_log(timestamp: str, request: Request) -> str:
+    """Combined-log-style line with any access token in the query string blanked out."""
+    uri = request.uri.decode("ascii", "replace")
+    if "access_token=" in uri:
+        import re
+
+        uri = re.sub(r"access_token=[^&]*", "access_token=<redacted>", uri)
+    ua = (request.getHeader(b"User-Agent") or b"-").decode("utf-8", "replace")
+    return '{ip} "{method} {uri} {proto}" {code} {length} "{ua}"'.format(
+        ip=request.getClientAddress().host if hasattr(request.getClientAddress(), "host") else "-",
+        method=request.method.decode("ascii", "replace"),
+        uri=uri,
+        proto=request.clientproto.decode("ascii", "replace"),
+        code=request.code,
+        length=request.sentLength or "-",
+        ua=ua,
+    )
+
+
+def make_site(resource: IResource, listener: ListenerConfig) -> Site:
+    site = Site(resource, logFormatter=_access_log)
+    if listener.x_forwarded:
+        site.requestFactory = ForwardedRequest
+    site.displayTracebacks = False
+    return site
+
+
+class ListenerService(Service):
+    """Listens on every bind address of one configured listener."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        listener: ListenerConfig,
+        site: Site,
+        tls_context: Any = None,
+    ) -> None:
+        self._reactor = reactor
+        self._listener = listener
+        self._site = site
+        self._tls = tls_context
+        self.ports: list[IListeningPort] = []
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        listened_v6_any = False
+        for address in self._listener.bind_addresses:
+            try:
+                if self._tls is not None:
+                    port = self._reactor.listenSSL(
+                        self._listener.port, self._site, self._tls, interface=address
+                    )
+                else:
+                    port = self._reactor.listenTCP(self._listener.port, self._site, interface=address)
+            except Exception as e:
+                # '::' is dual-stack on most systems, so 0.0.0.0 on the same port is taken.
+                if address == "0.0.0.0" and listened_v6_any:
+                    self.log.info(
+                        "not listening on 0.0.0.0:{port} separately: '::' covers IPv4 here",
+                        port=self._listener.port,
+                    )
+                    continue
+                raise ListenError(
+                    f"cannot listen on {address} port {self._listener.port}: {e}"
+                ) from e
+            if address == "::":
+                listened_v6_any = True
+            self.ports.append(port)
+            self.log.info(
+                "listening on {address} port {port} for {names}",
+                address=address,
+                port=port.getHost().port,
+                names=", ".join(self._listener.resources),
+            )
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()  # type: ignore[no-untyped-call]
+        ports, self.ports = self.ports, []
+        return DeferredList([Deferred.fromCoroutine(_stop(p)) for p in ports]).addCallback(
+            lambda _: None
+        )
+
+
+async def _stop(port: IListeningPort) -> None:
+    await port.stopListening()  # type: ignore[misc]
+
+
+class ListenError(Exception):
+    pass
+
+
+class HomeserverService(MultiService):
+    """Prepares the database, then starts the children (services, then listeners)."""
+
+    log = Logger()
+
+    def __init__(self, hs: Homeserver, on_fatal: Callable[[str], None]) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.hs = hs
+        self._on_fatal = on_fatal
+        self._starting: Deferred[None] | None = None
+        self.ready: Deferred[None] = Deferred()
+
+    def startService(self) -> None:
+        # Do not start the children yet: they must wait for the schema.
+        Service.startService(self)
+        self._starting = Deferred.fromCoroutine(self._start())
+        self._starting.addErrback(self._start_failed)
+
+    async def _start(self) -> None:
+        version = await self.hs.db.prepare()
+        self.log.info("database ready (schema version {version})", version=version)
+        for svc in self:
+            svc.startService()
+        self.log.info(
+            "Ruma is serving {server_name}", server_name=self.hs.config.server_name
+        )
+        self.ready.callback(None)
+
+    def _start_failed(self, failure: Any) -> None:
+        from twisted.internet.defer import CancelledError
+
+        if failure.check(CancelledError):
+            return
+        if failure.check(SchemaTooNew):
+            message = f"refusing to start: {failure.value}"
+        elif failure.check(ListenError):
+            message = f"refusing to start: {failure.value}"
+        else:
+            self.log.failure("startup failed", failure)
+            message = f"startup failed: {failure.getErrorMessage()}"
+        self.log.critical("{message}", message=message)
+        if not self.ready.called:
+            self.ready.errback(failure)
+        self._on_fatal(message)
+
+    def stopService(self) -> Deferred[Any]:
+        if self._starting is not None and not self._starting.called:
+            self._starting.cancel()
+        Service.stopService(self)
+        running = [svc for svc in reversed(list(self)) if svc.running]
+        ds = [Deferred.fromCoroutine(_stop_service(svc)) for svc in running]
+
+        def close(_: Any) -> None:
+            self.hs.db.close()
+
+        return DeferredList(ds).addCallback(close)
+
+
+async def _stop_service(svc: IService) -> None:
+    result = svc.stopService()
+    if isinstance(result, Deferred):
+        await result
+
+
+class PidFileService(Service):
+    """Writes the process id to ``pid_file`` while running (config's ``pid_file``)."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        with open(self._path, "w") as f:
+            f.write(f"{os.getpid()}\n")
+
+    def stopService(self) -> None:
+        super().stopService()  # type: ignore[no-untyped-call]
+        try:
+            os.unlink(self._path)
+        except FileNotFoundError:
+            pass
+
+
+def ensure_signing_key(config: HomeserverConfig) -> SigningKey:
+    """Read the signing key, creating it (mode 0600) if the file does not exist."""
+    path = config.signing_key_path
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        key = generate_signing_key("a_" + os.urandom(3).hex())
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(write_signing_keys([key]))
+        log.info("generated a new signing key in {path}", path=path)
+        return key
+    with open(path) as f:
+        keys = read_signing_keys(f.read())
+    if not keys:
+        raise ConfigError(f"{path}: signing key file is empty")
+    return keys[0]
+
+
+def open_database(config: HomeserverConfig, reactor: Any) -> Database:
+    if config.database.is_sqlite:
+        path = str(config.database.args["database"])
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        return Database.sqlite(reactor, path)
+    args = {k: v for k, v in config.database.args.items()}
+    if "database" in args and "dbname" not in args:
+        args["dbname"] = args.pop("database")
+    return Database.postgres(reactor, args, module=config.database.name)
+
+
+def tls_context(config: HomeserverConfig) -> Any:
+    from twisted.internet import ssl
+
+    assert config.tls_certificate_path and config.tls_private_key_path
+    with open(config.tls_certificate_path, "rb") as f:
+        cert_pem = f.read()
+    with open(config.tls_private_key_path, "rb") as f:
+        key_pem = f.read()
+    cert = ssl.PrivateCertificate.loadPEM(cert_pem + b"\n" + key_pem)
+    chain = [
+        ssl.Certificate.loadPEM(c).original
+        for c in _pem_blocks(cert_pem)[1:]
+    ]
+    return ssl.CertificateOptions(
+        privateKey=cert.privateKey.original,
+        certificate=cert.original,
+        extraCertChain=chain or None,
+    )
+
+
+def _pem_blocks(pem: bytes) -> list[bytes]:
+    end = b"-----END CERTIFICATE-----"
+    return [b + end for b in pem.split(end) if b"-----BEGIN CERTIFICATE-----" in b]
+
+
+def resolve_config_path(options: Options | dict[str, Any], cwd: str) -> str:
+    """The config file to use, generating ./homeserver.yaml when none was given or exists."""
+    path = options.get("config")
+    if path:
+        return str(path)
+    path = os.path.join(cwd, DEFAULT_CONFIG)
+    if not os.path.exists(path):
+        data_dir = os.path.join(cwd, DEFAULT_DATA_DIR)
+        os.makedirs(data_dir, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(generate_config("localhost", data_dir))
+        log.warn(
+            "no config given and none at {path}: generated one for server name 'localhost' "
+            "with its data in {data_dir}; edit it and restart",
+            path=path,
+            data_dir=data_dir,
+        )
+    return path
+
+
+def make_service_from_config(
+    config: HomeserverConfig, reactor: Any, on_fatal: Callable[[str], None]
+) -> HomeserverService:
+    signing_key = ensure_signing_key(config)
+    db = open_database(config, reactor)
+
+    def run_in_thread(func: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        return deferToThreadPool(reactor, reactor.getThreadPool(), func, *args)
+
+    hs = build_homeserver(
+        config,
+        reactor=reactor,
+        clock=reactor,
+        database=db,
+        signing_key=signing_key,
+        run_in_thread=run_in_thread,
+    )
+    top = HomeserverService(hs, on_fatal)
+    if config.pid_file:
+        PidFileService(config.pid_file).setServiceParent(top)  # type: ignore[no-untyped-call]
+    for svc in hs.services:
+        svc.setServiceParent(top)
+    tls = tls_context(config) if any(li.tls for li in config.listeners) else None
+    for listener in config.listeners:
+        site = make_site(hs.root_resource(listener.resources), listener)
+        service = ListenerService(reactor, listener, site, tls if listener.tls else None)
+        service.setServiceParent(top)  # type: ignore[no-untyped-call]
+    return top
+
+
+def makeService(options: Options | dict[str, Any]) -> MultiService:
+    """twistd's entry point: load (or create) the config and build the service tree."""
+    from twisted.internet import reactor
+
+    path = resolve_config_path(options, os.getcwd())
+    try:
+        config = load_config(path)
+        if not config.listeners:
+            raise ConfigError(f"{os.path.basename(path)}: listeners: no listeners configured")
+        return make_service_from_config(config, reactor, _stop_reactor(reactor))
+    except ConfigError as e:
+        raise SystemExit(f"ruma: {e}") from None
+
+
+def _stop_reactor(reactor: IReactorCore) -> Callable[[str], None]:
+    def stop(message: str) -> None:
+        sys.stderr.write(f"ruma: {message}\n")
+        if reactor.running:
+            reactor.stop()
+
+    return stop
+
