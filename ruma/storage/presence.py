@@ -91,6 +91,19 @@ class PresenceStore:
 
         return await self._db.run("get_presence_changes", txn_fn)
 
+    async def get_all_changes(self, from_pos: int, to_pos: int) -> list[PresenceRow]:
+        """Presence of every user that changed in ``(from_pos, to_pos]``."""
+
+        def txn_fn(txn: Txn) -> list[PresenceRow]:
+            rows = txn.select(
+                f"SELECT {_COLS} FROM presence WHERE stream_pos > ? AND stream_pos <= ?"
+                " ORDER BY stream_pos",
+                (from_pos, to_pos),
+            )
+            return [_row(r) for r in rows]
+
+        return await self._db.run("get_all_presence_changes", txn_fn)
+
     async def get_active_presence(self) -> list[PresenceRow]:
         """Everyone not offline (the presence timers' working set after a restart)."""
 
