@@ -179,9 +179,7 @@ class RoomFactory:
 
     def set_join_rule(self, join_rule: str, **content: Any) -> Event:
         return self.add(
-            self.build(
-                "m.room.join_rules", self.creator, {"join_rule": join_rule, **content}, ""
-            )
+            self.build("m.room.join_rules", self.creator, {"join_rule": join_rule, **content}, "")
         )
 
 

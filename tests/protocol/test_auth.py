@@ -69,11 +69,13 @@ class AuthTestCase(SynchronousTestCase):
     def assertRejected(
         self, room: RoomFactory, event: Event, rule: str, extra: Iterable[Event] = ()
     ) -> AuthError:
-        error = self.assertRaises(AuthError, room.check, event, extra)
+        error: AuthError = self.assertRaises(AuthError, room.check, event, extra)
         self.assertEqual(error.rule, rule, error.reason)
         return error
 
-    def each(self, room_versions: Iterable[RoomVersion], test: Callable[[RoomVersion], None]) -> None:
+    def each(
+        self, room_versions: Iterable[RoomVersion], test: Callable[[RoomVersion], None]
+    ) -> None:
         for room_version in room_versions:
             with self.subTest(room_version=room_version.identifier):
                 test(room_version)
@@ -131,6 +133,24 @@ class CreateRuleTests(AuthTestCase):
         pdu = room.create.pdu()
         pdu["room_id"] = "!whatever:a.test"
         self.assertRaises(InvalidEvent, Event.from_pdu, pdu, V12)
+
+    def test_v12_create_room_id_rule(self) -> None:
+        """1.2 (v12): the rule itself rejects a create event whose PDU has a room_id (shown
+        on a stand-in, since no Event can be built from such a PDU)."""
+        create = RoomFactory(V12).create
+
+        class WithRoomID:
+            room_version = V12
+            type = "m.room.create"
+            sender = create.sender
+            content = create.content
+            prev_event_ids = ()
+
+            def get(self, key: str, default: object = None) -> object:
+                return "!whatever:a.test" if key == "room_id" else create.get(key, default)
+
+        error = self.assertRaises(AuthError, check_auth, WithRoomID(), {})  # duck-typed Event
+        self.assertEqual(error.rule, "create.has_room_id")
 
     def test_v12_room_id_is_create_event_id(self) -> None:
         """1.2 note (v12): the room ID is the create event's ID with the '!' sigil."""
@@ -207,7 +227,11 @@ class CreateRuleTests(AuthTestCase):
         def test(rv: RoomVersion) -> None:
             room = standard_room(rv)
             create = room.build(
-                "m.room.create", ALICE, room.create.content, "", prev_events=[],
+                "m.room.create",
+                ALICE,
+                room.create.content,
+                "",
+                prev_events=[],
                 auth_events=[room.create],
             )
             self.assertRejected(room, create, "create.has_auth_events")
@@ -541,7 +565,10 @@ class JoinTests(AuthTestCase):
             room = RoomFactory(rv)
             other = room.build("m.room.message", ALICE, {"body": "x"})
             join = room.build(
-                "m.room.member", ALICE, {"membership": "join"}, ALICE,
+                "m.room.member",
+                ALICE,
+                {"membership": "join"},
+                ALICE,
                 prev_events=[room.create, other],
             )
             self.assertRejected(room, join, "member.join.not_invited", extra=[other])
@@ -579,7 +606,9 @@ class JoinTests(AuthTestCase):
 
         def test(rv: RoomVersion) -> None:
             room = standard_room(rv)
-            self.assertRejected(room, room.member(BOB, "join", sender=ALICE), "member.join.sender_not_target")
+            self.assertRejected(
+                room, room.member(BOB, "join", sender=ALICE), "member.join.sender_not_target"
+            )
 
         self.each(ALL_VERSIONS, test)
 
@@ -661,7 +690,9 @@ class JoinTests(AuthTestCase):
 
 
 class RestrictedJoinTests(AuthTestCase):
-    def restricted_room(self, rv: RoomVersion, join_rule: str = "restricted", **levels: Any) -> RoomFactory:
+    def restricted_room(
+        self, rv: RoomVersion, join_rule: str = "restricted", **levels: Any
+    ) -> RoomFactory:
         room = standard_room(rv, join_rule=join_rule, members=[CAROL], **levels)
         return room
 
@@ -695,7 +726,9 @@ class RestrictedJoinTests(AuthTestCase):
 
         def test(rv: RoomVersion) -> None:
             room = self.restricted_room(rv)
-            self.assertRejected(room, room.member(BOB, "join"), "member.join.restricted.no_authoriser")
+            self.assertRejected(
+                room, room.member(BOB, "join"), "member.join.restricted.no_authoriser"
+            )
 
         self.each(V8_PLUS, test)
 
@@ -771,7 +804,9 @@ class RestrictedJoinTests(AuthTestCase):
         def test(rv: RoomVersion) -> None:
             room = self.restricted_room(rv, join_rule="knock_restricted")
             self.assertAllowed(room, self.via_join(room, BOB, CAROL))
-            self.assertRejected(room, room.member(DAVE, "join"), "member.join.restricted.no_authoriser")
+            self.assertRejected(
+                room, room.member(DAVE, "join"), "member.join.restricted.no_authoriser"
+            )
             room.set_member(DAVE, "invite", sender=ALICE)
             self.assertAllowed(room, room.member(DAVE, "join"))
 
@@ -813,7 +848,9 @@ class InviteTests(AuthTestCase):
         def test(rv: RoomVersion) -> None:
             room = standard_room(rv)
             room.set_member(CAROL, "invite", sender=ALICE)
-            self.assertRejected(room, room.member(BOB, "invite", sender=CAROL), "member.invite.sender_not_joined")
+            self.assertRejected(
+                room, room.member(BOB, "invite", sender=CAROL), "member.invite.sender_not_joined"
+            )
 
         self.each(ALL_VERSIONS, test)
 
@@ -825,7 +862,9 @@ class InviteTests(AuthTestCase):
             room.set_member(BOB, "ban", sender=ALICE)
             for target in (BOB, CAROL):
                 self.assertRejected(
-                    room, room.member(target, "invite", sender=ALICE), "member.invite.target_joined_or_banned"
+                    room,
+                    room.member(target, "invite", sender=ALICE),
+                    "member.invite.target_joined_or_banned",
                 )
 
         self.each(ALL_VERSIONS, test)
@@ -847,7 +886,9 @@ class InviteTests(AuthTestCase):
 
         def test(rv: RoomVersion) -> None:
             room = standard_room(rv, members=[CAROL], invite=50)
-            self.assertRejected(room, room.member(BOB, "invite", sender=CAROL), "member.invite.power_level")
+            self.assertRejected(
+                room, room.member(BOB, "invite", sender=CAROL), "member.invite.power_level"
+            )
 
         self.each(ALL_VERSIONS, test)
 
@@ -867,17 +908,29 @@ class ThirdPartyInviteTests(AuthTestCase):
         room.send(
             "m.room.third_party_invite",
             ALICE,
-            {"display_name": "b...@example.com", "key_validity_url": "https://id.test/v", **content},
+            {
+                "display_name": "b...@example.com",
+                "key_validity_url": "https://id.test/v",
+                **content,
+            },
             TOKEN,
         )
         return room
 
-    def signed(self, mxid: str = BOB, token: str = TOKEN, server: str = IDENTITY_SERVER) -> dict[str, Any]:
-        return sign_json({"mxid": mxid, "token": token, "sender": ALICE}, server, server_key(server))
+    def signed(
+        self, mxid: str = BOB, token: str = TOKEN, server: str = IDENTITY_SERVER
+    ) -> dict[str, Any]:
+        return sign_json(
+            {"mxid": mxid, "token": token, "sender": ALICE}, server, server_key(server)
+        )
 
-    def invite(self, room: RoomFactory, signed: object, target: str = BOB, sender: str = ALICE) -> Event:
+    def invite(
+        self, room: RoomFactory, signed: object, target: str = BOB, sender: str = ALICE
+    ) -> Event:
         return room.member(
-            target, "invite", sender=sender,
+            target,
+            "invite",
+            sender=sender,
             third_party_invite={"display_name": "b...@example.com", "signed": signed},
         )
 
@@ -897,7 +950,10 @@ class ThirdPartyInviteTests(AuthTestCase):
         raw = bytes(key.verify_key)
         for content in (
             {"public_key": encode_base64(raw)},
-            {"public_key": "bm9wZQ", "public_keys": [{"public_key": encode_base64(raw, urlsafe=True)}]},
+            {
+                "public_key": "bm9wZQ",
+                "public_keys": [{"public_key": encode_base64(raw, urlsafe=True)}],
+            },
         ):
             with self.subTest(content=content):
                 room = self.room_with_3pid(RoomVersions.V10, **content)
@@ -909,10 +965,14 @@ class ThirdPartyInviteTests(AuthTestCase):
         def test(rv: RoomVersion) -> None:
             room = self.room_with_3pid(rv)
             forged = self.signed(server="evil.test")
-            self.assertRejected(room, self.invite(room, forged), "member.invite.third_party.bad_signature")
+            self.assertRejected(
+                room, self.invite(room, forged), "member.invite.third_party.bad_signature"
+            )
             tampered = {**self.signed(), "mxid": BOB}
             tampered["extra"] = "changed after signing"
-            self.assertRejected(room, self.invite(room, tampered), "member.invite.third_party.bad_signature")
+            self.assertRejected(
+                room, self.invite(room, tampered), "member.invite.third_party.bad_signature"
+            )
 
         self.each(ALL_VERSIONS, test)
 
@@ -922,7 +982,9 @@ class ThirdPartyInviteTests(AuthTestCase):
         def test(rv: RoomVersion) -> None:
             room = self.room_with_3pid(rv)
             room.set_member(BOB, "ban", sender=ALICE)
-            self.assertRejected(room, self.invite(room, self.signed()), "member.invite.third_party.target_banned")
+            self.assertRejected(
+                room, self.invite(room, self.signed()), "member.invite.third_party.target_banned"
+            )
 
         self.each(ALL_VERSIONS, test)
 
@@ -931,7 +993,9 @@ class ThirdPartyInviteTests(AuthTestCase):
 
         def test(rv: RoomVersion) -> None:
             room = self.room_with_3pid(rv)
-            event = room.member(BOB, "invite", sender=ALICE, third_party_invite={"display_name": "b"})
+            event = room.member(
+                BOB, "invite", sender=ALICE, third_party_invite={"display_name": "b"}
+            )
             self.assertRejected(room, event, "member.invite.third_party.no_signed")
 
         self.each(ALL_VERSIONS, test)
@@ -982,7 +1046,9 @@ class ThirdPartyInviteTests(AuthTestCase):
         """7: m.room.third_party_invite needs the invite level (and a joined sender)."""
 
         def test(rv: RoomVersion) -> None:
-            room = standard_room(rv, members=[CAROL], invite=50, events={"m.room.third_party_invite": 0})
+            room = standard_room(
+                rv, members=[CAROL], invite=50, events={"m.room.third_party_invite": 0}
+            )
             event = room.build("m.room.third_party_invite", CAROL, {"display_name": "x"}, "t")
             self.assertRejected(room, event, "third_party_invite.power_level")
             event = room.build("m.room.third_party_invite", BOB, {"display_name": "x"}, "t")
@@ -995,7 +1061,9 @@ class ThirdPartyInviteTests(AuthTestCase):
 
         def test(rv: RoomVersion) -> None:
             room = standard_room(rv, members=[CAROL], invite=0)
-            event = room.build("m.room.third_party_invite", CAROL, {"display_name": "x"}, "@alice:a.test")
+            event = room.build(
+                "m.room.third_party_invite", CAROL, {"display_name": "x"}, "@alice:a.test"
+            )
             self.assertAllowed(room, event)
 
         self.each(ALL_VERSIONS, test)
@@ -1059,7 +1127,9 @@ class LeaveTests(AuthTestCase):
         def test(rv: RoomVersion) -> None:
             room = standard_room(rv, members=[BOB])
             room.set_member(CAROL, "invite", sender=ALICE)
-            self.assertRejected(room, room.member(BOB, "leave", sender=CAROL), "member.leave.sender_not_joined")
+            self.assertRejected(
+                room, room.member(BOB, "leave", sender=CAROL), "member.leave.sender_not_joined"
+            )
 
         self.each(ALL_VERSIONS, test)
 
@@ -1068,7 +1138,9 @@ class LeaveTests(AuthTestCase):
 
         def test(rv: RoomVersion) -> None:
             room = standard_room(rv, members=[BOB, CAROL], users={CAROL: 40}, kick=50)
-            self.assertRejected(room, room.member(BOB, "leave", sender=CAROL), "member.leave.kick_power_level")
+            self.assertRejected(
+                room, room.member(BOB, "leave", sender=CAROL), "member.leave.kick_power_level"
+            )
 
         self.each(ALL_VERSIONS, test)
 
@@ -1078,7 +1150,9 @@ class LeaveTests(AuthTestCase):
         def test(rv: RoomVersion) -> None:
             room = standard_room(rv, members=[BOB, CAROL], users={BOB: 50, CAROL: 50})
             self.assertRejected(
-                room, room.member(BOB, "leave", sender=CAROL), "member.leave.target_not_below_sender"
+                room,
+                room.member(BOB, "leave", sender=CAROL),
+                "member.leave.target_not_below_sender",
             )
 
         self.each(ALL_VERSIONS, test)
@@ -1089,7 +1163,9 @@ class LeaveTests(AuthTestCase):
         def test(rv: RoomVersion) -> None:
             room = standard_room(rv, members=[CAROL], users={CAROL: 60}, kick=50, ban=70)
             room.set_member(BOB, "ban", sender=ALICE)
-            self.assertRejected(room, room.member(BOB, "leave", sender=CAROL), "member.leave.unban_power_level")
+            self.assertRejected(
+                room, room.member(BOB, "leave", sender=CAROL), "member.leave.unban_power_level"
+            )
             self.assertAllowed(room, room.member(BOB, "leave", sender=ALICE))
 
         self.each(ALL_VERSIONS, test)
@@ -1122,7 +1198,9 @@ class BanTests(AuthTestCase):
 
         def test(rv: RoomVersion) -> None:
             room = standard_room(rv, members=[BOB])
-            self.assertRejected(room, room.member(BOB, "ban", sender=CAROL), "member.ban.sender_not_joined")
+            self.assertRejected(
+                room, room.member(BOB, "ban", sender=CAROL), "member.ban.sender_not_joined"
+            )
 
         self.each(ALL_VERSIONS, test)
 
@@ -1131,7 +1209,9 @@ class BanTests(AuthTestCase):
 
         def test(rv: RoomVersion) -> None:
             room = standard_room(rv, members=[BOB, CAROL], users={CAROL: 49})
-            self.assertRejected(room, room.member(BOB, "ban", sender=CAROL), "member.ban.power_level")
+            self.assertRejected(
+                room, room.member(BOB, "ban", sender=CAROL), "member.ban.power_level"
+            )
 
         self.each(ALL_VERSIONS, test)
 
@@ -1140,7 +1220,9 @@ class BanTests(AuthTestCase):
 
         def test(rv: RoomVersion) -> None:
             room = standard_room(rv, members=[BOB, CAROL], users={CAROL: 50, BOB: 60})
-            self.assertRejected(room, room.member(BOB, "ban", sender=CAROL), "member.ban.target_not_below_sender")
+            self.assertRejected(
+                room, room.member(BOB, "ban", sender=CAROL), "member.ban.target_not_below_sender"
+            )
 
         self.each(ALL_VERSIONS, test)
 
@@ -1177,7 +1259,9 @@ class KnockTests(AuthTestCase):
 
         def test(rv: RoomVersion) -> None:
             room = standard_room(rv, join_rule="knock", members=[CAROL])
-            self.assertRejected(room, room.member(BOB, "knock", sender=CAROL), "member.knock.sender_not_target")
+            self.assertRejected(
+                room, room.member(BOB, "knock", sender=CAROL), "member.knock.sender_not_target"
+            )
 
         self.each(V7_PLUS, test)
 
@@ -1217,7 +1301,9 @@ class SenderAndLevelTests(AuthTestCase):
             room = standard_room(
                 rv, members=[BOB], events_default=10, events={"m.reaction": 0}, users={BOB: 5}
             )
-            self.assertRejected(room, room.build("m.room.message", BOB, {"body": "x"}), "power_level.too_low")
+            self.assertRejected(
+                room, room.build("m.room.message", BOB, {"body": "x"}), "power_level.too_low"
+            )
             self.assertAllowed(room, room.build("m.reaction", BOB, {}))
 
         self.each(ALL_VERSIONS, test)
@@ -1227,7 +1313,9 @@ class SenderAndLevelTests(AuthTestCase):
 
         def test(rv: RoomVersion) -> None:
             room = standard_room(rv, members=[BOB], events={"m.room.topic": 0}, users={BOB: 49})
-            self.assertRejected(room, room.build("m.room.name", BOB, {"name": "x"}, ""), "power_level.too_low")
+            self.assertRejected(
+                room, room.build("m.room.name", BOB, {"name": "x"}, ""), "power_level.too_low"
+            )
             self.assertAllowed(room, room.build("m.room.topic", BOB, {"topic": "x"}, ""))
 
         self.each(ALL_VERSIONS, test)
@@ -1241,7 +1329,9 @@ class SenderAndLevelTests(AuthTestCase):
             room.send("m.room.member", ALICE, {"membership": "join"}, ALICE)
             room.set_join_rule("public")
             room.set_member(BOB, "join")
-            self.assertRejected(room, room.build("m.room.name", BOB, {"name": "x"}, ""), "power_level.too_low")
+            self.assertRejected(
+                room, room.build("m.room.name", BOB, {"name": "x"}, ""), "power_level.too_low"
+            )
             self.assertAllowed(room, room.build("m.room.message", BOB, {"body": "x"}))
             self.assertAllowed(room, room.build("m.room.name", ALICE, {"name": "x"}, ""))
 
@@ -1252,7 +1342,9 @@ class SenderAndLevelTests(AuthTestCase):
 
         def test(rv: RoomVersion) -> None:
             room = standard_room(rv, members=[BOB], state_default=0)
-            self.assertRejected(room, room.build("m.custom", BOB, {}, ALICE), "state_key.other_user")
+            self.assertRejected(
+                room, room.build("m.custom", BOB, {}, ALICE), "state_key.other_user"
+            )
             self.assertAllowed(room, room.build("m.custom", BOB, {}, BOB))
             self.assertAllowed(room, room.build("m.custom", BOB, {}, "bob"))
 
@@ -1263,7 +1355,9 @@ class SenderAndLevelTests(AuthTestCase):
 
         def test(rv: RoomVersion) -> None:
             room = standard_room(rv, members=[BOB])
-            self.assertRejected(room, room.build("m.custom", ALICE, {}, BOB), "state_key.other_user")
+            self.assertRejected(
+                room, room.build("m.custom", ALICE, {}, BOB), "state_key.other_user"
+            )
 
         self.each(ALL_VERSIONS, test)
 
@@ -1305,7 +1399,15 @@ class PowerLevelsTests(AuthTestCase):
 
         def test(rv: RoomVersion) -> None:
             room = self.room(rv)
-            for key in ("users_default", "events_default", "state_default", "ban", "redact", "kick", "invite"):
+            for key in (
+                "users_default",
+                "events_default",
+                "state_default",
+                "ban",
+                "redact",
+                "kick",
+                "invite",
+            ):
                 event = self.levels(room, ALICE, **self.base(rv, **{key: "50"}))
                 self.assertRejected(room, event, "power_levels.invalid_level")
             for key in ("events", "notifications"):
@@ -1313,7 +1415,9 @@ class PowerLevelsTests(AuthTestCase):
                 self.assertRejected(room, event, "power_levels.invalid_level")
             content = self.base(rv)
             content["users"][BOB] = "50"
-            self.assertRejected(room, self.levels(room, ALICE, **content), "power_levels.invalid_users")
+            self.assertRejected(
+                room, self.levels(room, ALICE, **content), "power_levels.invalid_users"
+            )
 
         self.each(V10_PLUS, test)
 
@@ -1322,7 +1426,11 @@ class PowerLevelsTests(AuthTestCase):
 
         def test(rv: RoomVersion) -> None:
             room = self.room(rv)
-            self.assertRejected(room, self.levels(room, ALICE, **self.base(rv, ban=True)), "power_levels.invalid_level")
+            self.assertRejected(
+                room,
+                self.levels(room, ALICE, **self.base(rv, ban=True)),
+                "power_levels.invalid_level",
+            )
 
         self.each(ALL_VERSIONS, test)
 
@@ -1333,10 +1441,14 @@ class PowerLevelsTests(AuthTestCase):
             room = self.room(rv)
             for bad in ("fifty", "5 0", "1e3", "", None, [50]):
                 self.assertRejected(
-                    room, self.levels(room, ALICE, **self.base(rv, kick=bad)), "power_levels.invalid_level"
+                    room,
+                    self.levels(room, ALICE, **self.base(rv, kick=bad)),
+                    "power_levels.invalid_level",
                 )
             self.assertRejected(
-                room, self.levels(room, ALICE, **self.base(rv, events=[])), "power_levels.invalid_level"
+                room,
+                self.levels(room, ALICE, **self.base(rv, events=[])),
+                "power_levels.invalid_level",
             )
 
         self.each(V1_9, test)
@@ -1383,11 +1495,35 @@ class PowerLevelsTests(AuthTestCase):
 
         def test(rv: RoomVersion) -> None:
             room = self.room(rv, ban=60, kick=40, events={"m.room.power_levels": 50})
-            self.assertRejected(room, self.levels(room, BOB, **self.base(rv, ban=60, kick=51)), "power_levels.default_new_above_sender")
-            self.assertRejected(room, self.levels(room, BOB, **self.base(rv, ban=50, kick=40)), "power_levels.default_old_above_sender")
-            self.assertRejected(room, self.levels(room, BOB, **self.base(rv, kick=40)), "power_levels.default_old_above_sender")
-            self.assertAllowed(room, self.levels(room, BOB, **self.base(rv, ban=60, kick=50, events={"m.room.power_levels": 50})))
-            self.assertAllowed(room, self.levels(room, BOB, **self.base(rv, ban=60, kick=50, redact=1, events={"m.room.power_levels": 50})))
+            self.assertRejected(
+                room,
+                self.levels(room, BOB, **self.base(rv, ban=60, kick=51)),
+                "power_levels.default_new_above_sender",
+            )
+            self.assertRejected(
+                room,
+                self.levels(room, BOB, **self.base(rv, ban=50, kick=40)),
+                "power_levels.default_old_above_sender",
+            )
+            self.assertRejected(
+                room,
+                self.levels(room, BOB, **self.base(rv, kick=40)),
+                "power_levels.default_old_above_sender",
+            )
+            self.assertAllowed(
+                room,
+                self.levels(
+                    room, BOB, **self.base(rv, ban=60, kick=50, events={"m.room.power_levels": 50})
+                ),
+            )
+            self.assertAllowed(
+                room,
+                self.levels(
+                    room,
+                    BOB,
+                    **self.base(rv, ban=60, kick=50, redact=1, events={"m.room.power_levels": 50}),
+                ),
+            )
 
         self.each(ALL_VERSIONS, test)
 
@@ -1398,10 +1534,24 @@ class PowerLevelsTests(AuthTestCase):
         def test(rv: RoomVersion) -> None:
             room = self.room(rv, events={"m.room.power_levels": 50, "m.room.tombstone": 100})
             keep = {"m.room.power_levels": 50, "m.room.tombstone": 100}
-            self.assertRejected(room, self.levels(room, BOB, **self.base(rv, events={**keep, "m.x": 51})), "power_levels.events_new_above_sender")
-            self.assertRejected(room, self.levels(room, BOB, **self.base(rv, events={**keep, "m.room.tombstone": 50})), "power_levels.events_old_above_sender")
-            self.assertRejected(room, self.levels(room, BOB, **self.base(rv, events={"m.room.power_levels": 50})), "power_levels.events_old_above_sender")
-            self.assertAllowed(room, self.levels(room, BOB, **self.base(rv, events={**keep, "m.x": 50})))
+            self.assertRejected(
+                room,
+                self.levels(room, BOB, **self.base(rv, events={**keep, "m.x": 51})),
+                "power_levels.events_new_above_sender",
+            )
+            self.assertRejected(
+                room,
+                self.levels(room, BOB, **self.base(rv, events={**keep, "m.room.tombstone": 50})),
+                "power_levels.events_old_above_sender",
+            )
+            self.assertRejected(
+                room,
+                self.levels(room, BOB, **self.base(rv, events={"m.room.power_levels": 50})),
+                "power_levels.events_old_above_sender",
+            )
+            self.assertAllowed(
+                room, self.levels(room, BOB, **self.base(rv, events={**keep, "m.x": 50}))
+            )
 
         self.each(ALL_VERSIONS, test)
 
@@ -1411,9 +1561,24 @@ class PowerLevelsTests(AuthTestCase):
         def test(rv: RoomVersion) -> None:
             room = self.room(rv, events={"m.room.power_levels": 50}, notifications={"room": 80})
             keep = {"events": {"m.room.power_levels": 50}}
-            self.assertRejected(room, self.levels(room, BOB, **self.base(rv, notifications={"room": 10}, **keep)), "power_levels.notifications_old_above_sender")
-            self.assertRejected(room, self.levels(room, BOB, **self.base(rv, notifications={"room": 80, "x": 60}, **keep)), "power_levels.notifications_new_above_sender")
-            self.assertAllowed(room, self.levels(room, BOB, **self.base(rv, notifications={"room": 80, "x": 50}, **keep)))
+            self.assertRejected(
+                room,
+                self.levels(room, BOB, **self.base(rv, notifications={"room": 10}, **keep)),
+                "power_levels.notifications_old_above_sender",
+            )
+            self.assertRejected(
+                room,
+                self.levels(
+                    room, BOB, **self.base(rv, notifications={"room": 80, "x": 60}, **keep)
+                ),
+                "power_levels.notifications_new_above_sender",
+            )
+            self.assertAllowed(
+                room,
+                self.levels(
+                    room, BOB, **self.base(rv, notifications={"room": 80, "x": 50}, **keep)
+                ),
+            )
 
         self.each(V6_PLUS, test)
 
@@ -1422,7 +1587,11 @@ class PowerLevelsTests(AuthTestCase):
 
         def test(rv: RoomVersion) -> None:
             room = self.room(rv, events={"m.room.power_levels": 50}, notifications={"room": 80})
-            event = self.levels(room, BOB, **self.base(rv, notifications={"room": 99}, events={"m.room.power_levels": 50}))
+            event = self.levels(
+                room,
+                BOB,
+                **self.base(rv, notifications={"room": 99}, events={"m.room.power_levels": 50}),
+            )
             self.assertAllowed(room, event)
 
         self.each(V1_5, test)
@@ -1447,7 +1616,9 @@ class PowerLevelsTests(AuthTestCase):
             self.assertAllowed(room, with_users(bob=10))
             removed = self.base(rv, **keep)
             del removed["users"][CAROL]
-            self.assertRejected(room, self.levels(room, BOB, **removed), "power_levels.user_not_below_sender")
+            self.assertRejected(
+                room, self.levels(room, BOB, **removed), "power_levels.user_not_below_sender"
+            )
 
         self.each(ALL_VERSIONS, test)
 
@@ -1466,8 +1637,286 @@ class PowerLevelsTests(AuthTestCase):
         """10.6-10.10: values above the sender that stay the same are no obstacle."""
 
         def test(rv: RoomVersion) -> None:
-            room = self.room(rv, ban=100, events={"m.room.power_levels": 0, "m.room.tombstone": 100})
-            content = self.base(rv, ban=100, events={"m.room.power_levels": 0, "m.room.tombstone": 100}, topic=1)
+            room = self.room(
+                rv, ban=100, events={"m.room.power_levels": 0, "m.room.tombstone": 100}
+            )
+            content = self.base(
+                rv, ban=100, events={"m.room.power_levels": 0, "m.room.tombstone": 100}, topic=1
+            )
             self.assertAllowed(room, self.levels(room, BOB, **content))
 
         self.each(ALL_VERSIONS, test)
+
+
+# --- v1-v2 rule 11: redactions ----------------------------------------------------------------
+
+
+class RedactionTests(AuthTestCase):
+    def room(self, rv: RoomVersion) -> tuple[RoomFactory, Event, Event]:
+        room = standard_room(rv, members=[BOB, DAVE], users={BOB: 0, DAVE: 0})
+        from_a = room.add(room.build("m.room.message", DAVE, {"body": "a"}))
+        from_b = room.add(room.build("m.room.message", BOB, {"body": "b"}))
+        return room, from_a, from_b
+
+    def redaction(self, room: RoomFactory, sender: str, target: Event) -> Event:
+        return room.build("m.room.redaction", sender, {}, redacts=target.event_id)
+
+    def test_same_server_v1_2(self) -> None:
+        """v1-v2 11.2: below the redact level, events from the redaction's own server
+        (by event ID domain) may be redacted."""
+
+        def test(rv: RoomVersion) -> None:
+            room, from_a, _ = self.room(rv)
+            self.assertAllowed(room, self.redaction(room, DAVE, from_a))
+
+        self.each(V1_2, test)
+
+    def test_other_server_v1_2(self) -> None:
+        """v1-v2 11.3: below the redact level, other servers' events are off limits."""
+
+        def test(rv: RoomVersion) -> None:
+            room, _, from_b = self.room(rv)
+            self.assertRejected(room, self.redaction(room, DAVE, from_b), "redaction.not_allowed")
+
+        self.each(V1_2, test)
+
+    def test_redact_level_v1_2(self) -> None:
+        """v1-v2 11.1: at the redact level anything may be redacted."""
+
+        def test(rv: RoomVersion) -> None:
+            room, _, from_b = self.room(rv)
+            self.assertAllowed(room, self.redaction(room, ALICE, from_b))
+
+        self.each(V1_2, test)
+
+    def test_redactions_are_ordinary_from_v3(self) -> None:
+        """v3+: the auth rules ignore the redact level; only the send level applies."""
+
+        def test(rv: RoomVersion) -> None:
+            room, _, from_b = self.room(rv)
+            self.assertAllowed(room, self.redaction(room, DAVE, from_b))
+            room.send(
+                "m.room.power_levels",
+                ALICE,
+                {
+                    "users": {} if rv.privileged_creators else {ALICE: 100},
+                    "events": {"m.room.redaction": 10},
+                },
+                "",
+            )
+            self.assertRejected(room, self.redaction(room, DAVE, from_b), "power_level.too_low")
+
+        self.each(V3_PLUS, test)
+
+
+# --- v11 and v12: who the creators are -----------------------------------------------------------
+
+
+class CreatorTests(AuthTestCase):
+    def test_creator_from_content_v1_10(self) -> None:
+        """v1-v10: content.creator is the creator (level 100 without power levels)."""
+
+        def test(rv: RoomVersion) -> None:
+            room = RoomFactory(rv, create_content={"creator": DAVE})
+            self.assertEqual(get_creators(room.state), {DAVE})
+            self.assertTrue(is_creator(DAVE, room.state))
+            self.assertEqual(get_user_power_level(DAVE, room.state), 100)
+            self.assertEqual(get_user_power_level(ALICE, room.state), 0)
+
+        self.each(V1_10, test)
+
+    def test_creator_from_sender_v11(self) -> None:
+        """v11: the create event's sender is the creator; content.creator means nothing."""
+        room = RoomFactory(RoomVersions.V11, create_content={"creator": DAVE})
+        self.assertEqual(get_creators(room.state), {ALICE})
+        self.assertEqual(get_user_power_level(ALICE, room.state), 100)
+        self.assertEqual(get_user_power_level(DAVE, room.state), 0)
+
+    def test_power_levels_override_creator_v1_11(self) -> None:
+        """v1-v11: once there is a power levels event, it alone decides the creator's level."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv)
+            room.set_power_levels(users={ALICE: 7})
+            self.assertEqual(get_user_power_level(ALICE, room.state), 7)
+            room.set_power_levels(users={})
+            self.assertEqual(get_user_power_level(ALICE, room.state), 0)
+
+        self.each(PRE_V12, test)
+
+    def test_v12_creators_infinite(self) -> None:
+        """v12: the sender and additional_creators have infinite power, power levels or not."""
+        room = RoomFactory(V12, create_content={"additional_creators": [BOB]})
+        self.assertEqual(get_creators(room.state), {ALICE, BOB})
+        for user in (ALICE, BOB):
+            self.assertEqual(get_user_power_level(user, room.state), math.inf)
+        self.assertEqual(get_user_power_level(CAROL, room.state), 0)
+        room.set_power_levels(users={CAROL: 100}, users_default=10)
+        self.assertEqual(get_user_power_level(BOB, room.state), math.inf)
+        self.assertEqual(get_user_power_level(CAROL, room.state), 100)
+        self.assertEqual(get_user_power_level(DAVE, room.state), 10)
+
+    def test_v12_creator_in_users(self) -> None:
+        """10.4 (v12): power levels may not name a creator (sender or additional)."""
+        room = standard_room(V12, create_content={"additional_creators": [BOB]})
+        for user in (ALICE, BOB):
+            event = room.build("m.room.power_levels", ALICE, {"users": {user: 100}}, "")
+            self.assertRejected(room, event, "power_levels.creator_in_users")
+        self.assertAllowed(
+            room, room.build("m.room.power_levels", ALICE, {"users": {CAROL: 100}}, "")
+        )
+
+    def test_v12_first_power_levels_naming_creator(self) -> None:
+        """10.4 before 10.5 (v12): even the first power levels event cannot name a creator."""
+        room = RoomFactory(V12)
+        room.send("m.room.member", ALICE, {"membership": "join"}, ALICE)
+        event = room.build("m.room.power_levels", ALICE, {"users": {ALICE: 100}}, "")
+        self.assertRejected(room, event, "power_levels.creator_in_users")
+
+    def test_creator_in_users_before_v12(self) -> None:
+        """v1-v11: naming the creator in users is how they get their level."""
+
+        def test(rv: RoomVersion) -> None:
+            room = standard_room(rv)
+            self.assertAllowed(
+                room, room.build("m.room.power_levels", ALICE, {"users": {ALICE: 100}}, "")
+            )
+
+        self.each(PRE_V12, test)
+
+    def test_v12_creators_outrank_everyone(self) -> None:
+        """v12: a creator may set any level, and kick or ban anyone at any finite level."""
+        room = standard_room(V12, members=[BOB], users={BOB: 2**53 - 1})
+        event = room.build("m.room.power_levels", ALICE, {"users": {BOB: 0}, "ban": 2**53 - 1}, "")
+        self.assertAllowed(room, event)
+        self.assertAllowed(room, room.member(BOB, "ban", sender=ALICE))
+        self.assertAllowed(room, room.member(BOB, "leave", sender=ALICE))
+
+    def test_v12_creators_cannot_remove_each_other(self) -> None:
+        """v12: creators are equal (infinite) so none can kick or ban another."""
+        room = standard_room(V12, members=[BOB], create_content={"additional_creators": [BOB]})
+        self.assertRejected(
+            room, room.member(BOB, "ban", sender=ALICE), "member.ban.target_not_below_sender"
+        )
+        self.assertRejected(
+            room, room.member(BOB, "leave", sender=ALICE), "member.leave.target_not_below_sender"
+        )
+
+    def test_v12_additional_creator_powers(self) -> None:
+        """v12: an additional creator, once joined, has every power without a level."""
+        room = standard_room(
+            V12, members=[BOB], create_content={"additional_creators": [BOB]}, state_default=100
+        )
+        self.assertAllowed(room, room.build("m.room.name", BOB, {"name": "x"}, ""))
+        self.assertAllowed(room, room.build("m.room.power_levels", BOB, {"users": {CAROL: 99}}, ""))
+
+    def test_v12_creator_must_still_be_joined(self) -> None:
+        """6 (v12): infinite power does not replace membership."""
+        room = standard_room(V12, create_content={"additional_creators": [BOB]})
+        self.assertRejected(
+            room, room.build("m.room.name", BOB, {"name": "x"}, ""), "sender_not_joined"
+        )
+
+    def test_v11_no_privileges_for_content_creator(self) -> None:
+        """v11: additional_creators grant nothing before v12."""
+        room = standard_room(
+            RoomVersions.V11, members=[BOB], create_content={"additional_creators": [BOB]}
+        )
+        self.assertRejected(
+            room, room.build("m.room.name", BOB, {"name": "x"}, ""), "power_level.too_low"
+        )
+
+
+# --- helpers and the error type ------------------------------------------------------------------
+
+
+class HelperTests(AuthTestCase):
+    def test_named_level_defaults(self) -> None:
+        """Schema defaults: ban/kick/redact/state_default 50, the rest 0, with or without
+        a power levels event; a given default overrides."""
+
+        def test(rv: RoomVersion) -> None:
+            room = RoomFactory(rv)
+            expected = {
+                "ban": 50,
+                "kick": 50,
+                "redact": 50,
+                "state_default": 50,
+                "invite": 0,
+                "events_default": 0,
+                "users_default": 0,
+            }
+            for state in (
+                room.state,
+                {**room.state, ("m.room.power_levels", ""): room.set_power_levels()},
+            ):
+                for name, level in expected.items():
+                    self.assertEqual(get_named_level(state, name), level)
+                self.assertEqual(get_named_level(state, "ban", 7), 7)
+                self.assertEqual(get_notification_level(state), 50)
+
+        self.each(ALL_VERSIONS, test)
+
+    def test_named_levels_read(self) -> None:
+        """Levels set in the power levels event are read back."""
+        room = standard_room(RoomVersions.V10, ban=3, notifications={"room": 4})
+        self.assertEqual(get_named_level(room.state, "ban"), 3)
+        self.assertEqual(get_notification_level(room.state, "room"), 4)
+
+    def test_send_level(self) -> None:
+        """get_send_level: events[type], then state_default/events_default; 50/0 without
+        a power levels event."""
+        self.assertEqual(get_send_level("m.room.name", "", None), 50)
+        self.assertEqual(get_send_level("m.room.message", None, None), 0)
+        room = standard_room(
+            RoomVersions.V9, state_default="20", events_default=5, events={"m.room.name": 30}
+        )
+        levels = room.state[("m.room.power_levels", "")]
+        self.assertEqual(get_send_level("m.room.name", "", levels), 30)
+        self.assertEqual(get_send_level("m.room.topic", "", levels), 20)
+        self.assertEqual(get_send_level("m.room.message", None, levels), 5)
+
+    def test_user_level_default(self) -> None:
+        """Users not listed get users_default."""
+        room = standard_room(RoomVersions.V10, users_default=3)
+        self.assertEqual(get_user_power_level(MALLORY, room.state), 3)
+
+    def test_can_federate_without_create(self) -> None:
+        """With no create event known, nothing forbids federation."""
+        self.assertTrue(can_federate({}))
+
+    def test_error_names_its_rule(self) -> None:
+        """AuthError is a ProtocolError carrying the rule and the reason, both in str()."""
+        error = AuthError("member.join.banned", "@bob:b.test is banned")
+        self.assertIsInstance(error, ProtocolError)
+        self.assertEqual(
+            (error.rule, error.reason), ("member.join.banned", "@bob:b.test is banned")
+        )
+        self.assertIn("member.join.banned", str(error))
+        self.assertIn("is banned", str(error))
+
+    def test_every_rule_is_tested(self) -> None:
+        """Every rule name the auth package can raise is a dotted lower-case identifier,
+        and each one is asserted somewhere in this module."""
+        package = Path(__file__).resolve().parents[2] / "ruma" / "protocol" / "auth"
+        names: set[str] = set()
+        for path in package.glob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "AuthError":
+                    first = node.args[0]
+                    if isinstance(first, ast.Constant):
+                        names.add(str(first.value))
+                    else:  # f"power_levels.{name}_old_above_sender"
+                        assert isinstance(first, ast.JoinedStr), ast.dump(first)
+                        template = "".join(
+                            str(v.value) if isinstance(v, ast.Constant) else "{}"
+                            for v in first.values
+                        )
+                        for family in ("default", "events", "notifications"):
+                            names.add(template.format(family))
+        self.assertGreater(len(names), 50)
+        source = Path(__file__).read_text()
+        for name in sorted(names):
+            with self.subTest(rule=name):
+                self.assertRegex(name, r"^[a-z_0-9]+(\.[a-z_0-9]+)*$")
+                self.assertTrue(f'"{name}"' in source, f"no test asserts rule {name!r}")
