@@ -29,8 +29,9 @@ __all__ = [
 CANONICALJSON_MAX_INT = 2**53 - 1
 CANONICALJSON_MIN_INT = -CANONICALJSON_MAX_INT
 
-# Guards against hostile nesting blowing the C stack / RecursionError mid-way.
-_MAX_DEPTH = 200
+# A fixed nesting limit, so hostile input fails the same way wherever it is encoded
+# (hitting the interpreter recursion limit would depend on the caller's stack depth).
+_MAX_DEPTH = 256
 
 _canonical_encoder = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, separators=(",", ":"), sort_keys=True
@@ -76,7 +77,11 @@ def _normalise(value: object, strict: bool, depth: int) -> object:
             out[k] = _normalise(v, strict, depth + 1)
         return out
     if isinstance(value, (list, tuple)):
-        return [_normalise(v, strict, depth + 1) for v in value]
+        # Plain loops, not comprehensions: one stack frame per nesting level.
+        items: list[object] = []
+        for v in value:
+            items.append(_normalise(v, strict, depth + 1))
+        return items
     raise CanonicalJSONError(f"{type(value).__name__} is not JSON serialisable")
 
 
@@ -86,7 +91,10 @@ def encode_canonical_json(obj: object, *, strict: bool = True) -> bytes:
     ``strict=False`` tolerates floats and big integers, which only exist in events from
     rooms before v6; we still need to hash and verify those byte-exactly as they were sent.
     """
-    plain = _normalise(obj, strict, 0)
+    try:
+        plain = _normalise(obj, strict, 0)
+    except RecursionError as e:
+        raise CanonicalJSONError("JSON nested too deeply") from e
     try:
         return _canonical_encoder.encode(plain).encode("utf-8")
     except (UnicodeEncodeError, ValueError, RecursionError) as e:
@@ -240,18 +248,30 @@ def freeze(value: Any) -> Any:
     if isinstance(value, FrozenDict | FrozenList):
         return value
     if isinstance(value, Mapping):
-        return FrozenDict({k: freeze(v) for k, v in value.items()})
+        d = {}
+        for k, v in value.items():
+            d[k] = freeze(v)
+        return FrozenDict(d)
     if isinstance(value, (list, tuple)):
-        return FrozenList(freeze(v) for v in value)
+        items = []
+        for v in value:
+            items.append(freeze(v))
+        return FrozenList(items)
     return value
 
 
 def thaw(value: Any) -> Any:
     """Deep-copy a (possibly frozen) JSON value into plain mutable dicts and lists."""
     if isinstance(value, Mapping):
-        return {k: thaw(v) for k, v in value.items()}
+        d = {}
+        for k, v in value.items():
+            d[k] = thaw(v)
+        return d
     if isinstance(value, (list, tuple)):
-        return [thaw(v) for v in value]
+        items = []
+        for v in value:
+            items.append(thaw(v))
+        return items
     return value
 
 

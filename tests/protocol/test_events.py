@@ -619,6 +619,22 @@ class ValidationTests(SynchronousTestCase):
                     dict(pdu, x=b"b"), dict(pdu, x=float("nan")), dict(pdu, x=object())):
             self.assertInvalid(bad, rv, "pdu")
 
+    def test_deeply_nested_content(self) -> None:
+        """Deep but sane nesting is fine; beyond the fixed limit it is InvalidEvent."""
+        rv = RoomVersions.V10
+        room = Room(rv)
+
+        def nest(n: int) -> Any:
+            v: Any = {}
+            for _ in range(n):
+                v = {"a": v}
+            return v
+
+        ev = room.send("m.room.message", {"deep": nest(200)})
+        self.assertEqual(Event.from_pdu(ev.pdu(), rv), ev)
+        pdu = dict(ev.pdu(), content={"deep": nest(1000)})
+        self.assertInvalid(pdu, rv, "pdu")
+
     def test_v12_create_with_auth_events(self) -> None:
         """A v12 create event may not list auth events."""
         rv = RoomVersions.V12

@@ -101,6 +101,19 @@ class CanonicalJSONTests(SynchronousTestCase):
             v = [v]
         self.assertRaises(CanonicalJSONError, encode_canonical_json, v)
 
+    def test_nesting_limit_is_fixed(self) -> None:
+        """256 levels of nesting encode; 257 are rejected, deterministically."""
+
+        def nest(n: int) -> Any:
+            v: Any = 0
+            for _ in range(n):
+                v = [v]
+            return v
+
+        self.assertEqual(decode_json(encode_canonical_json(nest(256))), nest(256))
+        self.assertRaises(CanonicalJSONError, encode_canonical_json, nest(257))
+        self.assertEqual(thaw(freeze(nest(256))), nest(256))
+
     def test_booleans_are_not_integers(self) -> None:
         """True/False encode as JSON booleans even though bool subclasses int."""
         self.assertEqual(encode_canonical_json([True, False]), b"[true,false]")
