@@ -17,7 +17,12 @@ Usage (re-runnable; overwrites the files)::
 
     .venv/bin/python tests/synapse_capture/capture.py [--out tests/vectors/synapse]
 
-This is a tool, not a test: it needs ``matrix-synapse`` importable by ``--python``.
+Finally it builds fork cases: pairs (and a triple) of the states Synapse recorded after
+different events of the history, resolved by Synapse's own state resolution code
+(``synapse.state.v1``/``v2``, run in this process on the captured events), so Ruma's
+``resolve_state`` can be checked against Synapse's answers.
+
+This is a tool, not a test: it needs ``matrix-synapse`` importable by this Python.
 """
 
 from __future__ import annotations
@@ -381,8 +386,136 @@ def read_room(db: sqlite3.Connection, room_id: str) -> dict[str, Any]:
     }
 
 
+def state_after(db: sqlite3.Connection, event_id: str) -> dict[str, str]:
+    """The state Synapse recorded after ``event_id``, following its state group deltas."""
+    row = db.execute(
+        "SELECT state_group FROM event_to_state_groups WHERE event_id = ?", (event_id,)
+    ).fetchone()
+    chain = []
+    group = row[0] if row else None
+    while group is not None:
+        chain.append(group)
+        prev = db.execute(
+            "SELECT prev_state_group FROM state_group_edges WHERE state_group = ?", (group,)
+        ).fetchone()
+        group = prev[0] if prev else None
+    state: dict[str, str] = {}
+    for group in reversed(chain):
+        for t, sk, eid in db.execute(
+            "SELECT type, state_key, event_id FROM state_groups_state WHERE state_group = ?",
+            (group,),
+        ):
+            state[f"{t}|{sk}"] = eid
+    return state
+
+
+class _NoSleepClock:
+    """Synapse's resolver yields to the reactor now and then; here there is no reactor."""
+
+    async def sleep(self, duration: object) -> None:
+        return None
+
+
+def synapse_resolve(room: dict[str, Any], state_sets: list[dict[str, str]]) -> dict[str, str]:
+    """Resolve ``state_sets`` with Synapse's own state resolution code."""
+    import synapse.server  # noqa: F401  (first, or synapse.state's imports go round in a circle)
+    from synapse.api.room_versions import KNOWN_ROOM_VERSIONS, StateResolutionVersions
+    from synapse.events import make_event_from_dict
+    from synapse.state import v1, v2
+    from synapse.storage.databases.main.event_federation import StateDifference
+    from twisted.internet.defer import Deferred
+
+    room_version = KNOWN_ROOM_VERSIONS[room["room_version"]]
+    event_map = {}
+    for pdu in room["events"]:
+        event = make_event_from_dict(dict(pdu), room_version)
+        event_map[event.event_id] = event
+    assert list(event_map) == room["event_ids"]
+    sets = [{tuple(k.split("|", 1)): v for k, v in s.items()} for s in state_sets]
+
+    class Store:
+        # Every event is passed in event_map as "unpersisted", so Synapse's resolver works
+        # out the auth difference (and v2.1's conflicted subgraph) itself and asks the
+        # store only about persisted events, of which there are none.
+        async def get_events(self, event_ids: Any, allow_rejected: bool = False) -> Any:
+            return {e: event_map[e] for e in event_ids if e in event_map}
+
+        async def get_auth_chain_difference(
+            self, room_id: Any, state_sets: Any, conflicted: Any, extra: Any
+        ) -> Any:
+            assert not any(state_sets), state_sets
+            return StateDifference(
+                auth_difference=set(), conflicted_subgraph=None if conflicted is None else set()
+            )
+
+    store = Store()
+    if room_version.state_res == StateResolutionVersions.V1:
+        coro = v1.resolve_events_with_store(
+            room["room_id"], room_version, sets, dict(event_map), store.get_events
+        )
+    else:
+        coro = v2.resolve_events_with_store(
+            _NoSleepClock(), room["room_id"], room_version, sets, dict(event_map), store
+        )
+    results: list[Any] = []
+    Deferred.fromCoroutine(coro).addBoth(results.append)
+    (result,) = results  # everything above completes synchronously
+    from twisted.python.failure import Failure
+
+    if isinstance(result, Failure):
+        result.raiseException()
+    return {f"{t}|{sk}": eid for (t, sk), eid in sorted(result.items())}
+
+
+def fork_cases(db: sqlite3.Connection, room: dict[str, Any]) -> list[dict[str, Any]]:
+    """States after several points of the history against the final state, resolved.
+
+    Adds ``recorded_states`` (Synapse's state after each of those events) to ``room``.
+    """
+    events, ids = room["events"], room["event_ids"]
+    bob = next(e["sender"] for e in events if e["sender"].startswith("@bob:"))
+
+    def first(pred: Any) -> int:
+        return next(i for i, e in enumerate(events) if pred(e))
+
+    def membership(e: dict[str, Any]) -> Any:
+        return e["content"].get("membership") if e["type"] == "m.room.member" else None
+
+    points = {
+        "bob joined the public room": first(
+            lambda e: membership(e) == "join" and e["sender"] == bob
+        ),
+        "bob kicked": first(
+            lambda e: membership(e) == "leave" and e.get("state_key") == bob and e["sender"] != bob
+        ),
+        "bob banned": first(lambda e: membership(e) == "ban"),
+        "half-way": len(events) // 2,
+        "bob's topic": first(lambda e: e["type"] == "m.room.topic" and e["sender"] == bob),
+    }
+    points["final"] = len(events) - 1
+    recorded = {ids[i]: state_after(db, ids[i]) for i in points.values()}
+    assert recorded[ids[-1]] == room["expected_state"], "final state group is not current state"
+    room["recorded_states"] = recorded
+    final = ids[-1]
+    cases = []
+
+    def case(description: str, after: list[str]) -> None:
+        resolved = synapse_resolve(room, [recorded[e] for e in after])
+        cases.append({"description": description, "state_after": after, "resolved": resolved})
+
+    for label, i in points.items():
+        if label == "final":
+            continue
+        case(f"after event {i} ({label}), after the final event", [ids[i], final])
+        case(f"after the final event, after event {i} ({label})", [final, ids[i]])
+    three = [points["bob joined the public room"], points["bob banned"]]
+    case("after bob joined the public room, after bob was banned, after the final event",
+         [ids[three[0]], ids[three[1]], final])  # fmt: skip
+    return cases
+
+
 def dump(data: dict[str, Any]) -> str:
-    """JSON with one line per top-level key and per event, so diffs stay readable."""
+    """JSON with a line per event, fork case and state entry, so diffs stay readable."""
 
     def one(value: Any) -> str:
         return json.dumps(value, sort_keys=True, ensure_ascii=False)
@@ -393,6 +526,9 @@ def dump(data: dict[str, Any]) -> str:
         if isinstance(value, list) and value:
             items = ",\n".join("  " + one(item) for item in value)
             lines.append(f" {one(key)}: [\n{items}\n ]")
+        elif isinstance(value, dict) and value:
+            items = ",\n".join(f"  {one(k)}: {one(v)}" for k, v in sorted(value.items()))
+            lines.append(f" {one(key)}: {{\n{items}\n }}")
         else:
             lines.append(f" {one(key)}: {one(value)}")
     return "{\n" + ",\n".join(lines) + "\n}\n"
@@ -401,13 +537,12 @@ def dump(data: dict[str, Any]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--python", default=sys.executable, help="a Python with Synapse")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
 
     version = subprocess.run(
         [
-            args.python,
+            sys.executable,
             "-c",
             # Not synapse.__version__: that appends the git state of the *current* directory.
             "import importlib.metadata as m; print(m.version('matrix-synapse'))",
@@ -415,7 +550,7 @@ def main() -> int:
         check=True, capture_output=True, text=True, timeout=60,
     ).stdout.strip()  # fmt: skip
     workdir = Path(tempfile.mkdtemp(prefix="synapse-capture-"))
-    hs = Synapse(args.python, workdir)
+    hs = Synapse(sys.executable, workdir)
     rooms: dict[str, str] = {}
     try:
         hs.wait_started()
@@ -446,6 +581,7 @@ def main() -> int:
             "verify_keys": verify_keys,
             **read_room(db, room_id),
         }
+        data["fork_cases"] = fork_cases(db, data)
         assert data["room_version"] == v, (data["room_version"], v)
         path = args.out / f"v{v}.json"
         path.write_text(dump(data))
