@@ -1,8 +1,10 @@
 """``check_auth``: the authorisation rules of the spec, for every room version.
 
 Rule numbers in comments are those of room version 12, where the list is longest. In
-v6-v11 the rules after the aliases rule are one lower (no rule 2, no aliases rule); in
-v1-v5 they are one lower than v12 up to the aliases rule (4 in v1-v5), then equal.
+v6-v11 every rule after the first is one lower (there is no rule 2, "room ID of the create
+event"). In v1-v5 the auth events and m.federate rules are one lower (2 and 3), then come
+the aliases rule (4), and from the membership rule (5) on the numbers match v12, plus the
+redaction rule 11.
 """
 
 from __future__ import annotations
