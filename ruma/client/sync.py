@@ -6,13 +6,20 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
+from ruma.client.account_data import AccountDataEndpoints
 from ruma.client.auth import Authenticator
+from ruma.client.filter import FilterEndpoints
 from ruma.client.http import query_bool, query_int, query_str
+from ruma.client.presence import PresenceEndpoints
+from ruma.client.pushrules import PushRulesEndpoints
+from ruma.client.receipts import ReceiptEndpoints
 from ruma.client.router import ClientRouter, JsonDict
+from ruma.client.typing import TypingEndpoints
 from ruma.errors import invalid_param
 from ruma.handlers.filters import FilterHandler
 from ruma.handlers.presence import STATES
 from ruma.sync.handler import SyncHandler, SyncRequest
+from ruma.sync.service import SyncServices
 from ruma.sync.tokens import StreamToken
 
 USE_STATE_AFTER_PARAMS = ("use_state_after", "org.matrix.msc4222.use_state_after")
@@ -61,3 +68,14 @@ class SyncEndpoints:
         if notify_finish is not None:
             notify_finish().addErrback(gone)
         return await d
+
+
+def register_sync_routes(router: ClientRouter, auth: Authenticator, services: SyncServices) -> None:
+    """Put every endpoint backed by ``SyncServices`` on ``router``."""
+    SyncEndpoints(auth=auth, sync=services.sync, filters=services.filters).register_routes(router)
+    FilterEndpoints(auth=auth, filters=services.filters).register_routes(router)
+    TypingEndpoints(auth=auth, typing=services.typing).register_routes(router)
+    ReceiptEndpoints(auth=auth, receipts=services.receipts).register_routes(router)
+    AccountDataEndpoints(auth=auth, account_data=services.account_data).register_routes(router)
+    PresenceEndpoints(auth=auth, presence=services.presence).register_routes(router)
+    PushRulesEndpoints(auth=auth).register_routes(router)
