@@ -34,6 +34,7 @@ from ruma.admin.register import SharedSecretRegistration
 from ruma.client.account import AccountEndpoints
 from ruma.client.auth import Authenticator
 from ruma.client.router import ClientRouter, write_json
+from ruma.client.sync import register_sync_routes
 from ruma.client.versions import DiscoveryEndpoints
 from ruma.config import ConfigError, HomeserverConfig, ListenerConfig, generate_config, load_config
 from ruma.errors import Codes
@@ -46,6 +47,8 @@ from ruma.protocol.signing import (
 from ruma.ratelimit import Ratelimiter
 from ruma.storage.accounts import AccountStore
 from ruma.storage.database import Database, SchemaTooNew
+from ruma.storage.events import EventStore
+from ruma.sync.service import SyncServices
 
 log = Logger(namespace="ruma.tap")
 
@@ -74,6 +77,8 @@ class Homeserver:
     federation_resource: IResource | None = None
     keys_resource: IResource | None = None
     media_resource: IResource | None = None
+    # The event bus (sync_services.bus), sync and the ephemeral/per-user endpoints.
+    sync_services: SyncServices | None = None
     # Long-lived services, started (in order) once the database is ready.
     services: list[IService] = attrs.Factory(list)
 
@@ -137,6 +142,11 @@ def build_homeserver(
         client_resource=client.resource(),
         discovery=discovery,
     )
+    hs.sync_services = SyncServices(
+        clock=clock, db=database, events=EventStore(database, config.server_name)
+    )
+    register_sync_routes(client, auth, hs.sync_services)
+    hs.services.append(hs.sync_services)
     return hs
 
 
@@ -396,10 +406,15 @@ def open_database(config: HomeserverConfig, reactor: Any) -> Database:
         path = str(config.database.args["database"])
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         return Database.sqlite(reactor, path)
-    args = {k: v for k, v in config.database.args.items()}
+    return Database.postgres(reactor, postgres_args(config), module=config.database.name)
+
+
+def postgres_args(config: HomeserverConfig) -> dict[str, Any]:
+    """Connection arguments for the driver (Synapse's ``database`` key is ``dbname``)."""
+    args = dict(config.database.args)
     if "database" in args and "dbname" not in args:
         args["dbname"] = args.pop("database")
-    return Database.postgres(reactor, args, module=config.database.name)
+    return args
 
 
 def tls_context(config: HomeserverConfig) -> Any:
