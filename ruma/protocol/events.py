@@ -212,7 +212,7 @@ class Event:
     sender: str
     type: str
     state_key: str | None
-    content: FrozenDict
+    content: Mapping[str, Any]
     prev_event_ids: tuple[str, ...]
     auth_event_ids: tuple[str, ...]
     depth: int
