@@ -11,11 +11,13 @@ import argparse
 import getpass
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
 import yaml
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 
 from ruma.accounts import AccountService, PasswordHasher, run_inline
 from ruma.config import ConfigError, HomeserverConfig, generate_config, load_config, parse_config
@@ -147,7 +149,7 @@ def register_user(args: argparse.Namespace, out: TextIO) -> None:
             raise CommandError(str(e)) from None
         accounts = AccountService(
             AccountStore(db),
-            _WallClock(),
+            _wall_clock(),
             PasswordHasher(config.bcrypt_rounds, run_inline),
             config.server_name,
         )
@@ -164,13 +166,11 @@ def register_user(args: argparse.Namespace, out: TextIO) -> None:
     out.write(f"Registered {user_id}{' (admin)' if args.admin else ''}.\n")
 
 
-class _WallClock:
-    """Just enough of IReactorTime for the accounts service outside a reactor."""
-
-    def seconds(self) -> float:
-        import time
-
-        return time.time()
+def _wall_clock() -> Clock:
+    """A clock reading the current time, for the accounts service outside a reactor."""
+    clock = Clock()
+    clock.advance(time.time())
+    return clock
 
 
 if __name__ == "__main__":  # pragma: no cover
