@@ -226,6 +226,22 @@ class V12Tests(SynchronousTestCase):
         del create["room_id"]
         self.assertRaises(InvalidEvent, Event.from_pdu, create, RoomVersions.V11)
 
+    def test_create_event_redacts_and_verifies(self) -> None:
+        """A redacted v12 create event keeps its whole content (v11 rules), its derived
+        room ID, and its signature."""
+        room = Room(RoomVersions.V12)
+        create = room.send("m.room.create", {"room_version": "12",
+                                             "additional_creators": ["@bob:hs"]}, "")
+        pruned = create.redacted()
+        self.assertEqual(pruned.content, create.content)
+        self.assertEqual(pruned.room_id, create.room_id)
+        self.assertIsNone(pruned.get("room_id"))
+        verify_event_signatures(pruned, keys_of(hs=KEY))
+        self.assertEqual(auth_types_for_event(RoomVersions.V12, "m.room.member", "@bob:hs",
+                                              "@bob:hs", {"membership": "join"}),
+                         {("m.room.power_levels", ""), ("m.room.member", "@bob:hs"),
+                          ("m.room.join_rules", "")})
+
     def test_builder_misuse(self) -> None:
         """build_event refuses a room_id on a v12 create and a missing one elsewhere."""
         kw: dict[str, Any] = dict(sender="@a:hs", content={}, prev_events=[], auth_events=[],
