@@ -136,7 +136,8 @@ class SyncHandler:
             # A token from the future (another server's, or a restored backup): do not wait
             # for positions that may never come; answer from now.
             self.log.info("sync token {since} is ahead of {now}", since=since, now=now)
-            since = now
+            resp, _ = await self._compute(req, now, now)
+            return self._render(resp, now)
         if since is None or req.full_state:
             resp, _ = await self._compute(req, since, now)
             return self._render(resp, now)
