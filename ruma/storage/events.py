@@ -460,23 +460,6 @@ class EventStore:
 
         return await self._db.run("get_room_info", txn_fn)
 
-    async def set_room_public(self, room_id: str, is_public: bool) -> None:
-        def txn_fn(txn: Txn) -> None:
-            txn.execute("UPDATE rooms SET is_public = ? WHERE room_id = ?", (is_public, room_id))
-
-        await self._db.run("set_room_public", txn_fn)
-
-    async def get_public_room_ids(self) -> list[str]:
-        def txn_fn(txn: Txn) -> list[str]:
-            return [
-                r[0]
-                for r in txn.select(
-                    "SELECT room_id FROM rooms WHERE is_public = ? ORDER BY room_id", (True,)
-                )
-            ]
-
-        return await self._db.run("get_public_room_ids", txn_fn)
-
     # -- state -----------------------------------------------------------------------------
 
     async def get_current_state_ids(
@@ -599,16 +582,18 @@ class EventStore:
             return []
         return await self._db.run("get_rooms_for_local_user", txn_fn)
 
-    async def get_local_membership(self, user_id: str, room_id: str) -> tuple[str, str] | None:
-        """``(membership, event_id)`` of a local user in a room, or None."""
+    async def get_local_membership(
+        self, user_id: str, room_id: str
+    ) -> tuple[str, str, int] | None:
+        """``(membership, event_id, stream_position)`` of a local user in a room, or None."""
 
-        def txn_fn(txn: Txn) -> tuple[str, str] | None:
+        def txn_fn(txn: Txn) -> tuple[str, str, int] | None:
             row = txn.select_one(
-                "SELECT membership, event_id FROM local_memberships"
+                "SELECT membership, event_id, stream_position FROM local_memberships"
                 " WHERE user_id = ? AND room_id = ?",
                 (user_id, room_id),
             )
-            return (row[0], row[1]) if row else None
+            return (row[0], row[1], int(row[2])) if row else None
 
         return await self._db.run("get_local_membership", txn_fn)
 
