@@ -229,9 +229,11 @@ class V12Tests(SynchronousTestCase):
     def test_create_event_redacts_and_verifies(self) -> None:
         """A redacted v12 create event keeps its whole content (v11 rules), its derived
         room ID, and its signature."""
-        room = Room(RoomVersions.V12)
-        create = room.send("m.room.create", {"room_version": "12",
-                                             "additional_creators": ["@bob:hs"]}, "")
+        create = build_event(RoomVersions.V12, room_id=None, sender="@alice:hs",
+                             type="m.room.create", state_key="",
+                             content={"room_version": "12", "additional_creators": ["@bob:hs"]},
+                             prev_events=[], auth_events=[], origin_server_ts=1,
+                             server_name="hs", signing_key=KEY)
         pruned = create.redacted()
         self.assertEqual(pruned.content, create.content)
         self.assertEqual(pruned.room_id, create.room_id)
