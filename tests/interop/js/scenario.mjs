@@ -30,7 +30,10 @@ class StepFailed extends Error {}
 
 function describe(err) {
     if (err instanceof StepFailed) return err.message;
-    if (err && err.errcode) return `${err.name}: HTTP ${err.httpStatus} ${err.errcode} ${err.data?.error ?? ""}`;
+    if (err && err.errcode) {
+        const where = err.url ? ` from ${new URL(err.url).pathname}` : "";
+        return `HTTP ${err.httpStatus} ${err.errcode}${where}: ${err.data?.error ?? ""}`;
+    }
     return `${err?.name ?? "Error"}: ${err?.message ?? err}\n${(err?.stack ?? "").split("\n").slice(1, 4).join("\n")}`;
 }
 
