@@ -43,6 +43,7 @@ from twisted.internet.defer import Deferred, DeferredList, gatherResults  # noqa
 from twisted.internet.interfaces import IReactorTime  # noqa: E402
 from twisted.internet.task import deferLater, react  # noqa: E402
 from twisted.web.client import Agent, HTTPConnectionPool  # noqa: E402
+from twisted.web.http_headers import Headers  # noqa: E402
 
 from tests.interop.processes import (  # noqa: E402
     RumaProcess,
@@ -83,9 +84,9 @@ class Client:
     async def request(
         self, method: str, path: str, body: Any = None, timeout: float = REQUEST_TIMEOUT
     ) -> Any:
-        headers = {"Content-Type": ["application/json"]}
+        headers = Headers({b"Content-Type": [b"application/json"]})
         if self.token:
-            headers["Authorization"] = [f"Bearer {self.token}"]
+            headers.addRawHeader(b"Authorization", f"Bearer {self.token}".encode())
         data = None if body is None else json.dumps(body).encode()
         response = await self.http.request(
             method, self.base_url + path, data=data, headers=headers, timeout=timeout
@@ -106,7 +107,7 @@ class Client:
             response = await self.http.post(
                 self.base_url + path,
                 data=json.dumps(body).encode(),
-                headers={"Content-Type": ["application/json"]},
+                headers=Headers({b"Content-Type": [b"application/json"]}),
                 timeout=REQUEST_TIMEOUT,
             )
             flows = json.loads(await response.content())
@@ -200,7 +201,7 @@ async def benchmark(
         elapsed = time.perf_counter() - start
         for ok, value in results:
             if not ok:
-                raise RuntimeError(f"a concurrent sender failed: {value.getErrorMessage()}")
+                raise RuntimeError(f"a concurrent sender failed: {value}")
         concurrent = per_sender * len(senders) / elapsed
         log(f"{label}: {len(senders)} concurrent senders {concurrent:.1f} msg/s")
 

@@ -204,13 +204,13 @@ class Scenario:
         expect(order == self.sent, f"timeline order {order} != send order {self.sent}")
         return order
 
-    async def messages_via_pagination(self) -> list[str]:
+    async def messages_via_pagination(self) -> list[str | None]:
         response = await self.bob.room_messages(
             self.room_id, start="", direction=MessageDirection.back, limit=50
         )
         check(response, "/messages backwards")
         assert isinstance(response, RoomMessagesResponse)
-        bodies = [
+        bodies: list[str | None] = [
             getattr(e, "body", None)
             for e in response.chunk
             if getattr(e, "event_id", None) in self.sent
