@@ -223,6 +223,19 @@ class _SynapseVectors(_Base):
             except AuthError as e:
                 raise AssertionError(f"{event!r} rejected: {e}") from e
 
+    def test_auth_event_selection_matches_synapse(self) -> None:
+        """For every event, the auth events Synapse chose are exactly what Ruma's
+        ``auth_types_for_event`` selects from the state before the event (so events Ruma
+        builds reference the same auth events Synapse's would)."""
+        room = self.room
+        states = [{}, *room.states()[:-1]]
+        for event, before in zip(room.events, states, strict=True):
+            chosen = {room.by_id[a].state_key_tuple for a in event.auth_event_ids}
+            wanted = auth_types_for_event(
+                room.room_version, event.type, event.sender, event.state_key, event.content
+            )
+            self.assertEqual(chosen, {k for k in wanted if k in before}, event)
+
     def test_state_matches_synapse(self) -> None:
         """Applying the state events in stream order, each authorised against its auth
         events and against the state before it, gives Synapse's current state."""

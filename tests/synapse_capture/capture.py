@@ -431,7 +431,9 @@ def synapse_resolve(room: dict[str, Any], state_sets: list[dict[str, str]]) -> d
         event = make_event_from_dict(dict(pdu), room_version)
         event_map[event.event_id] = event
     assert list(event_map) == room["event_ids"]
-    sets = [{tuple(k.split("|", 1)): v for k, v in s.items()} for s in state_sets]
+    sets: list[dict[tuple[str, str], str]] = [
+        {(k.partition("|")[0], k.partition("|")[2]): v for k, v in s.items()} for s in state_sets
+    ]
 
     class Store:
         # Every event is passed in event_map as "unpersisted", so Synapse's resolver works
