@@ -33,6 +33,9 @@ from ruma.accounts.passwords import ThreadRunner
 from ruma.admin.register import SharedSecretRegistration
 from ruma.client.account import AccountEndpoints
 from ruma.client.auth import Authenticator
+from ruma.client.directory import DirectoryEndpoints
+from ruma.client.profile import ProfileEndpoints
+from ruma.client.rooms import RoomEndpoints
 from ruma.client.router import ClientRouter, write_json
 from ruma.client.sync import register_sync_routes
 from ruma.client.versions import DiscoveryEndpoints
@@ -45,9 +48,9 @@ from ruma.protocol.signing import (
     write_signing_keys,
 )
 from ruma.ratelimit import Ratelimiter
+from ruma.rooms.service import RoomServices
 from ruma.storage.accounts import AccountStore
 from ruma.storage.database import Database, SchemaTooNew
-from ruma.storage.events import EventStore
 from ruma.sync.service import SyncServices
 
 log = Logger(namespace="ruma.tap")
@@ -79,6 +82,8 @@ class Homeserver:
     media_resource: IResource | None = None
     # The event bus (sync_services.bus), sync and the ephemeral/per-user endpoints.
     sync_services: SyncServices | None = None
+    # The room service: the single writer of room events, and its client endpoints.
+    rooms: RoomServices | None = None
     # Long-lived services, started (in order) once the database is ready.
     services: list[IService] = attrs.Factory(list)
 
@@ -142,9 +147,23 @@ def build_homeserver(
         client_resource=client.resource(),
         discovery=discovery,
     )
-    hs.sync_services = SyncServices(
-        clock=clock, db=database, events=EventStore(database, config.server_name)
+    hs.rooms = RoomServices.build(
+        db=database,
+        clock=clock,
+        server_name=config.server_name,
+        signing_key=signing_key,
+        profiles=account_store,
+        default_room_version=config.default_room_version,
     )
+    RoomEndpoints(
+        clock=clock,
+        auth=auth,
+        rooms=hs.rooms,
+        ratelimiter=Ratelimiter(clock, config.rc_message.per_second, config.rc_message.burst_count),
+    ).register_routes(client)
+    DirectoryEndpoints(auth=auth, rooms=hs.rooms).register_routes(client)
+    ProfileEndpoints(auth=auth, profiles=hs.rooms.profiles).register_routes(client)
+    hs.sync_services = SyncServices(clock=clock, db=database, events=hs.rooms.store)
     register_sync_routes(client, auth, hs.sync_services)
     hs.services.append(hs.sync_services)
     return hs

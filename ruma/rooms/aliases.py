@@ -66,11 +66,12 @@ class AliasHandler:
         entry = await self._rooms.get_alias(alias)
         if entry is None:
             raise not_found(f"Room alias {alias} not found")
-        if entry.creator != user_id and not await self._may_manage(entry.room_id, user_id):
+        if entry.creator != user_id and not await self.may_manage(entry.room_id, user_id):
             raise forbidden("You don't have permission to delete the alias")
         await self._rooms.delete_alias(alias)
 
-    async def _may_manage(self, room_id: str, user_id: str) -> bool:
+    async def may_manage(self, room_id: str, user_id: str) -> bool:
+        """Joined, with the level to send ``m.room.canonical_alias``."""
         keys: list[StateKey] = [
             ("m.room.create", ""),
             ("m.room.power_levels", ""),
