@@ -78,7 +78,8 @@ def serialize_event(
         and txn_id.user_id == requester.user_id
         and txn_id.scope == txn_scope(requester.device_id, requester.token_id)
     ):
-        unsigned["transaction_id"] = txn_id.txn_id
+        # Stored as "<kind>:<client txn id>" (ruma.client.rooms._txn); clients want theirs.
+        unsigned["transaction_id"] = txn_id.txn_id.partition(":")[2] or txn_id.txn_id
     out["unsigned"] = unsigned
     return out
 
