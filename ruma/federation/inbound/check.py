@@ -1,0 +1,66 @@
+"""The whole pre-auth pipeline for one PDU: :meth:`PDUChecker.check_pdu`.
+
+Format and size (:mod:`.validate`), then signatures and the content hash
+(:mod:`.signatures`). What comes out is an :class:`~ruma.protocol.events.Event` that may be
+handed to :meth:`ruma.rooms.persistence.RoomWriter.persist_event` (which does the auth
+checks); what fails raises a :class:`~ruma.federation.inbound.errors.PDUError` and must be
+stored nowhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.logger import Logger
+
+from ruma.federation.inbound.errors import PDUError
+from ruma.federation.inbound.signatures import KeySource, check_hash, check_signatures
+from ruma.federation.inbound.validate import parse_pdu
+from ruma.protocol.events import Event
+from ruma.protocol.room_versions import RoomVersion
+
+__all__ = ["PDUChecker"]
+
+
+class PDUChecker:
+    """Checks PDUs from other servers before anything else looks at them."""
+
+    log = Logger()
+
+    def __init__(self, keys: KeySource) -> None:
+        self._keys = keys
+
+    async def check_pdu(
+        self,
+        pdu_json: Any,
+        room_version: RoomVersion,
+        origin: str | None = None,
+        *,
+        expected_room_id: str | None = None,
+        check_limits: bool = True,
+    ) -> Event:
+        """Validate, check signatures and hash; return the event (redacted on a hash mismatch).
+
+        ``origin`` is the server the PDU came from (for logs; the ACL and room checks are
+        the caller's). ``expected_room_id`` refuses events of another room.
+        ``check_limits=False`` for backfilled/historical events (no prev/auth count limit).
+        Raises :class:`~ruma.federation.inbound.errors.InvalidPDU`, ``WrongRoom`` or
+        ``BadSignature``.
+        """
+        try:
+            event = parse_pdu(
+                pdu_json,
+                room_version,
+                expected_room_id=expected_room_id,
+                check_limits=check_limits,
+            )
+            await check_signatures(event, self._keys)
+        except PDUError as e:
+            self.log.info(
+                "refused PDU {event_id} from {origin}: {reason}",
+                event_id=e.event_id,
+                origin=origin,
+                reason=e.reason,
+            )
+            raise
+        return check_hash(event)

@@ -1,0 +1,73 @@
+"""Stage 2 of handling an incoming PDU: signatures, then the content hash.
+
+- Every server the spec requires (the sender's; for rooms v1/v2 also the event ID's; for a
+  restricted join also the authorising user's server) must have signed the redacted event
+  with a key we can fetch, which from room v5 (``enforce_key_validity``) must be valid at
+  the event's ``origin_server_ts``. Otherwise :class:`BadSignature`: the event is dropped.
+- A content hash that does not match means the content was tampered with on the way, not
+  that the event is invalid: it is kept *redacted* (spec, "Validating hashes and
+  signatures on received events") and goes on to the auth checks in that form.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from twisted.logger import Logger
+
+from ruma.federation.inbound.errors import BadSignature
+from ruma.protocol.errors import KeyFormatError, SignatureError
+from ruma.protocol.events import (
+    Event,
+    check_content_hash,
+    required_signature_servers,
+    verify_event_signatures,
+)
+from ruma.protocol.signing import ED25519, VerifyKey
+
+__all__ = ["KeySource", "check_hash", "check_signatures"]
+
+log = Logger(namespace="ruma.federation.inbound.signatures")
+
+
+class KeySource(Protocol):
+    """What the checks need of :class:`~ruma.federation.keyring.Keyring`."""
+
+    async def get_verify_key(
+        self, server_name: str, key_id: str, *, valid_at_ts: int | None = None
+    ) -> VerifyKey: ...
+
+
+async def check_signatures(event: Event, keys: KeySource) -> None:
+    """Raise :class:`BadSignature` unless every required server signed ``event``."""
+    valid_at = event.origin_server_ts if event.room_version.enforce_key_validity else None
+    found: dict[tuple[str, str], VerifyKey] = {}
+    for server in sorted(required_signature_servers(event)):
+        sigs = event.signatures.get(server) or {}
+        for key_id in sorted(sigs):
+            if not key_id.startswith(ED25519 + ":"):
+                continue
+            try:
+                found[(server, key_id)] = await keys.get_verify_key(
+                    server, key_id, valid_at_ts=valid_at
+                )
+            except Exception as e:  # KeyLookupError, or the fetch itself failing
+                log.info(
+                    "no key {key_id} of {server} for {event_id}: {e}",
+                    key_id=key_id,
+                    server=server,
+                    event_id=event.event_id,
+                    e=e,
+                )
+    try:
+        verify_event_signatures(event, lambda s, k: found.get((s, k)))
+    except (SignatureError, KeyFormatError) as e:
+        raise BadSignature(f"Signature check failed: {e}", event.event_id) from e
+
+
+def check_hash(event: Event) -> Event:
+    """``event``, or its redacted form if its content hash does not match."""
+    if check_content_hash(event.pdu(), event.room_version):
+        return event
+    log.info("content hash mismatch on {event_id}: keeping it redacted", event_id=event.event_id)
+    return event.redacted()
