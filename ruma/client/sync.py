@@ -50,6 +50,7 @@ class SyncEndpoints:
         req = SyncRequest(
             user_id=requester.user_id,
             device_id=requester.device_id,
+            token_id=requester.token_id,
             filter=flt,
             since=since,
             full_state=full_state,

@@ -7,8 +7,8 @@ the filter's limit; ``prev_batch`` is the position just before the first returne
 which ``/messages?dir=b`` continues from.
 
 Push rule evaluation is later work: ``unread_notifications`` counts are 0 for now.
-History visibility is not applied here yet (the room writer owns it); a joined user sees the
-room's timeline as stored.
+Timelines go through the rooms' history-visibility filter and client serialisation
+(``ruma.rooms.visibility``, ``ruma.rooms.serialize``).
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ from ruma.handlers.push_rules import push_rules_account_data
 from ruma.handlers.receipts import receipt_event
 from ruma.handlers.typing import TypingHandler
 from ruma.protocol.events import Event, StateKey
+from ruma.rooms.serialize import serialize_event
+from ruma.rooms.visibility import filter_events_for_user
 from ruma.storage.account_data import AccountDataStore
-from ruma.storage.events import EventStore
+from ruma.storage.events import EventStore, TxnIdKey
 from ruma.storage.receipts import ReceiptStore
 from ruma.storage.sync import SyncStore
 from ruma.sync.filter import DEFAULT_TIMELINE_LIMIT, EventFilter, Filter
@@ -56,6 +58,7 @@ class SyncRequest:
     user_id: str
     device_id: str | None
     filter: Filter
+    token_id: int | None = None
     since: StreamToken | None = None
     full_state: bool = False
     set_presence: str | None = None
@@ -303,7 +306,8 @@ class SyncHandler:
         since = None if full else plan.since
         if plan.in_room_during:
             timeline = await self._timeline(
-                plan.room_id, plan.timeline_since or 0, plan.upto, limit, timeline_filter
+                req.user_id, plan.room_id, plan.timeline_since or 0, plan.upto, limit,
+                timeline_filter,
             )
         else:
             own = await self._events.get_events([plan.event_id])
@@ -367,9 +371,10 @@ class SyncHandler:
         return body
 
     async def _timeline(
-        self, room_id: str, since: int, upto: int, limit: int, flt: EventFilter
+        self, user_id: str, room_id: str, since: int, upto: int, limit: int, flt: EventFilter
     ) -> _Timeline:
-        """The newest ``limit`` events matching ``flt`` in ``(since, upto]``."""
+        """The newest ``limit`` events matching ``flt`` that ``user_id`` may see, in
+        ``(since, upto]``."""
         picked: list[tuple[int, Event]] = []
         cursor = upto
         page = max(limit * 2, 20)
@@ -380,8 +385,13 @@ class SyncHandler:
             )
             if not batch:
                 break
-            for pos, ev in batch:
-                if flt.matches(_filter_view(ev)):
+            wanted = [(p, e) for p, e in batch if flt.matches(_filter_view(e))]
+            visible = {
+                e.event_id
+                for e in await filter_events_for_user(self._events, user_id, [e for _, e in wanted])
+            }
+            for pos, ev in wanted:
+                if ev.event_id in visible:
                     if len(picked) == limit:
                         limited = True
                         break
@@ -408,39 +418,23 @@ class SyncHandler:
     ) -> list[JsonDict]:
         if not events:
             return []
-        txn_ids = await self._events.get_txn_ids_for_events(e.event_id for _, e in events)
-        out = []
-        for _, e in events:
-            key = txn_ids.get(e.event_id)
-            txn_id = (
-                key.txn_id
-                if key is not None and key.user_id == req.user_id and key.scope == req.device_id
-                else None
-            )
-            out.append(req.filter.project(self._client_event(req, e, txn_id)))
-        return out
+        own = [e.event_id for _, e in events if e.sender == req.user_id]
+        txn_ids = await self._events.get_txn_ids_for_events(own) if own else {}
+        return [
+            req.filter.project(self._client_event(req, e, txn_ids.get(e.event_id)))
+            for _, e in events
+        ]
 
-    def _client_event(self, req: SyncRequest, event: Event, txn_id: str | None) -> JsonDict:
+    def _client_event(self, req: SyncRequest, event: Event, txn_id: TxnIdKey | None) -> JsonDict:
         if req.filter.event_format == "federation":
             return event.pdu()
-        now_ms = int(self._clock.seconds() * 1000)
-        out: JsonDict = {
-            "type": event.type,
-            "content": _thaw(event.content),
-            "sender": event.sender,
-            "origin_server_ts": event.origin_server_ts,
-            "event_id": event.event_id,
-        }
-        if event.state_key is not None:
-            out["state_key"] = event.state_key
-        if event.redacts is not None and "redacts" not in out["content"]:
-            out["redacts"] = event.redacts
-        unsigned: JsonDict = dict(_thaw(event.unsigned))
-        unsigned["age"] = max(0, now_ms - event.origin_server_ts)
-        if txn_id is not None:
-            unsigned["transaction_id"] = txn_id
-        out["unsigned"] = unsigned
-        return out
+        return serialize_event(
+            event,
+            now=int(self._clock.seconds() * 1000),
+            requester=req,
+            txn_id=txn_id,
+            include_room_id=False,
+        )
 
     async def _summary(
         self,

@@ -14,6 +14,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from ruma.accounts import run_inline
 from ruma.config import config_for_tests
 from ruma.protocol.signing import generate_signing_key
+from ruma.rooms.creation import CreateRoomRequest
+from ruma.rooms.service import RoomServices
 from ruma.storage.database import Database, Engine
 from ruma.sync.service import SyncServices
 from ruma.tap import build_homeserver
@@ -21,10 +23,41 @@ from tests.harness import _TEST_DEFAULTS, TestHomeserver
 
 
 class SyncHomeserver(TestHomeserver):
+    _rooms: RoomServices | None = None
+
     @property
     def services(self) -> SyncServices:
         assert self.hs.sync_services is not None
         return self.hs.sync_services
+
+    @property
+    def rooms(self) -> RoomServices:
+        """The room services (the homeserver's own once wired in tap, else built here on
+        the same EventStore as sync)."""
+        wired = getattr(self.hs, "rooms", None)
+        if wired is not None:
+            return wired  # type: ignore[no-any-return]
+        if self._rooms is None:
+            self._rooms = RoomServices.build(
+                db=self.db,
+                clock=self.clock,
+                server_name=self.server_name,
+                signing_key=self.hs.signing_key,
+                profiles=self.hs.account_store,
+                default_room_version=self.config.default_room_version,
+                store=self.services.events,
+            )
+        return self._rooms
+
+    def create_room(self, creator: str, **kwargs: Any) -> str:
+        room_id, _ = self.run(
+            self.rooms.creator.create_room(CreateRoomRequest(creator=creator, **kwargs))
+        )
+        return str(room_id)
+
+    def send(self, user_id: str, room_id: str, body: str = "hi", **content: Any) -> str:
+        c = {"msgtype": "m.text", "body": body, **content}
+        return str(self.run(self.rooms.messages.send_message(user_id, room_id, "m.room.message", c, None)))
 
     def start_request(
         self, method: str, path: str, token: str | None = None, body: Any = None
