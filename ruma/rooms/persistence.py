@@ -314,23 +314,35 @@ class RoomWriter:
         return StateAt(base, diff_states(states[base], resolved)), resolved
 
     async def resolve(
-        self, room_version: RoomVersion, state_sets: list[Mapping[StateKey, str]]
+        self,
+        room_version: RoomVersion,
+        state_sets: list[Mapping[StateKey, str]],
+        new_events: Iterable[Event] = (),
     ) -> dict[StateKey, str]:
-        """Resolve several states of a room, loading the events and auth chains it needs."""
+        """Resolve several states of a room, loading the events and auth chains it needs.
+
+        ``new_events``: events of the sets that are not stored yet (the one being persisted).
+        """
         first = state_sets[0]
         if all(s == first for s in state_sets[1:]):
             return dict(first)
         wanted: set[str] = set()
         for s in state_sets:
             wanted.update(s.values())
-        event_map = await self._with_auth_chains(wanted)
+        new = {e.event_id: e for e in new_events}
+        event_map = await self._with_auth_chains(wanted - new.keys(), new)
         meta = await self.store.get_event_meta(event_map)
         rejected = {eid for eid, m in meta.items() if m.rejected_reason is not None}
         return resolve_state(room_version, state_sets, event_map, rejected_event_ids=rejected)
 
-    async def _with_auth_chains(self, event_ids: Iterable[str]) -> dict[str, Event]:
-        event_map: dict[str, Event] = {}
+    async def _with_auth_chains(
+        self, event_ids: Iterable[str], known: Mapping[str, Event]
+    ) -> dict[str, Event]:
+        event_map: dict[str, Event] = dict(known)
         todo = set(event_ids)
+        for ev in known.values():
+            todo.update(ev.auth_event_ids)
+        todo -= event_map.keys()
         while todo:
             found = await self.store.get_pdus(todo)
             event_map.update(found)
@@ -459,7 +471,7 @@ class RoomWriter:
         sets: list[Mapping[StateKey, str]] = [after]
         group_states = await self.store.state.get_state_groups(g[1] for g in groups.values())
         sets.extend(group_states[g[1]] for g in groups.values())
-        resolved = await self.resolve(event.room_version, sets)
+        resolved = await self.resolve(event.room_version, sets, [event])
         changes = diff_states(current_state, resolved)
         return CurrentStateUpdate(StateAt(current_group, changes), changes)
 

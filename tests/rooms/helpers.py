@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -13,7 +13,6 @@ from ruma.protocol.signing import SigningKey, generate_signing_key
 from ruma.rooms.creation import CreateRoomRequest
 from ruma.rooms.service import RoomServices
 from ruma.storage.database import Database
-from tests.storage.engines import EngineTestCase
 
 T = TypeVar("T")
 
@@ -46,8 +45,12 @@ class DictProfiles:
         self.profiles[user_id].avatar_url = avatar_url
 
 
-class RoomsTestMixin(EngineTestCase):
-    """Builds ``self.rooms`` (RoomServices) on ``self.make_db()``."""
+class RoomsTestMixin:
+    """Builds ``self.rooms`` (RoomServices) on ``self.make_db()``; mix in before an engine
+    (``SQLiteEngine``/``PostgresEngine``)."""
+
+    make_db: Callable[[], Database]
+    successResultOf: Callable[[Deferred[Any]], Any]
 
     default_room_version = "12"
 
