@@ -330,6 +330,7 @@ class HomeserverService(MultiService):
         self._on_fatal = on_fatal
         self._starting: Deferred[None] | None = None
         self.ready: Deferred[None] = Deferred()
+        self._closed = False
 
     def startService(self) -> None:
         # Do not start the children yet: they must wait for the schema.
@@ -372,7 +373,9 @@ class HomeserverService(MultiService):
         ds = [Deferred.fromCoroutine(_stop_service(svc)) for svc in running]
 
         def close(_: Any) -> None:
-            self.hs.db.close()
+            if not self._closed:
+                self._closed = True
+                self.hs.db.close()
 
         return DeferredList(ds).addCallback(close)
 
@@ -482,10 +485,15 @@ def resolve_config_path(options: Options | dict[str, Any], cwd: str) -> str:
 
 
 def make_service_from_config(
-    config: HomeserverConfig, reactor: Any, on_fatal: Callable[[str], None]
+    config: HomeserverConfig,
+    reactor: Any,
+    on_fatal: Callable[[str], None],
+    *,
+    database: Database | None = None,
 ) -> HomeserverService:
+    """The service tree for ``config``; ``on_fatal(message)`` is called if startup fails."""
     signing_key = ensure_signing_key(config)
-    db = open_database(config, reactor)
+    db = database if database is not None else open_database(config, reactor)
 
     def run_in_thread(func: Callable[..., Any], *args: Any) -> Deferred[Any]:
         return deferToThreadPool(reactor, reactor.getThreadPool(), func, *args)

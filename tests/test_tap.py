@@ -1,0 +1,156 @@
+"""``twistd ruma``: makeService builds the tree, and it serves real HTTP on a real reactor."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import yaml
+from treq.client import HTTPClient
+from twisted.application.service import MultiService
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from ruma import tap
+from ruma.config import load_config
+from ruma.storage.database import Database, Engine
+
+TIMEOUT = 20
+
+
+def write_config(directory: str, **extra: Any) -> str:
+    data: dict[str, Any] = {
+        "server_name": "tap.test",
+        "data_dir": os.path.join(directory, "data"),
+        "bcrypt_rounds": 4,
+        "enable_registration": True,
+        "enable_registration_without_verification": True,
+        "listeners": [
+            {"port": 0, "bind_addresses": ["127.0.0.1"], "resources": [{"names": ["client"]}]}
+        ],
+    }
+    data.update(extra)
+    path = os.path.join(directory, "homeserver.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(data, f)
+    return path
+
+
+class MakeServiceTests(SynchronousTestCase):
+    def test_make_service_builds_tree(self) -> None:
+        """makeService returns a MultiService with a listener, without starting anything."""
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        options = tap.Options()
+        options.parseOptions(["-c", write_config(directory)])
+        service = tap.makeService(options)
+        self.addCleanup(service.hs.db.close)  # type: ignore[attr-defined]
+        self.assertIsInstance(service, MultiService)
+        listeners = [s for s in service if isinstance(s, tap.ListenerService)]
+        self.assertEqual(len(listeners), 1)
+        self.assertFalse(service.running)
+        # The signing key was created on the way.
+        config = load_config(os.path.join(directory, "homeserver.yaml"))
+        self.assertTrue(os.path.exists(config.signing_key_path))
+
+    def test_config_error_exits_with_message(self) -> None:
+        """A bad config stops twistd with 'ruma: file: field: problem', not a traceback."""
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        path = write_config(directory, listeners=[{"port": "eighty"}])
+        with self.assertRaises(SystemExit) as cm:
+            tap.makeService({"config": path})
+        self.assertEqual(
+            str(cm.exception.code),
+            "ruma: homeserver.yaml: listeners[0].port: must be an integer 1-65535",
+        )
+
+    def test_no_config_generates_one(self) -> None:
+        """Without -c and without ./homeserver.yaml, one is generated for localhost."""
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        path = tap.resolve_config_path({}, directory)
+        self.assertEqual(path, os.path.join(directory, "homeserver.yaml"))
+        config = load_config(path)
+        self.assertEqual(config.server_name, "localhost")
+        self.assertEqual(config.data_dir, os.path.join(directory, "ruma-data"))
+        # A second call uses the existing file.
+        with open(path) as f:
+            before = f.read()
+        tap.resolve_config_path({}, directory)
+        with open(path) as f:
+            self.assertEqual(f.read(), before)
+
+    def test_refuses_newer_schema(self) -> None:
+        """A database written by a newer Ruma stops startup with a clear message."""
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        config = load_config(write_config(directory))
+        os.makedirs(config.data_dir)
+        db = Database.inline(Engine.SQLITE, str(config.database.args["database"]))
+        self.successResultOf(Deferred.fromCoroutine(db.prepare()))
+        self.successResultOf(
+            db.run(
+                "bump", lambda t: t.execute("INSERT INTO schema_version (version) VALUES (9999)")
+            )
+        )
+        db.close()
+
+        from twisted.internet.testing import MemoryReactorClock
+
+        fatal: list[str] = []
+        service = tap.make_service_from_config(
+            config,
+            MemoryReactorClock(),
+            fatal.append,
+            database=Database.inline(Engine.SQLITE, str(config.database.args["database"])),
+        )
+        service.startService()
+        self.failureResultOf(service.ready)
+        self.assertEqual(len(fatal), 1)
+        self.assertIn("refusing to start", fatal[0])
+        self.assertIn("9999", fatal[0])
+        self.flushLoggedErrors()
+        self.successResultOf(service.stopService())
+
+
+class RealReactorTests(TestCase):
+    timeout = TIMEOUT
+
+    async def test_serves_http(self) -> None:
+        """Started on a real reactor, the service migrates the DB and answers on its port."""
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        config = load_config(write_config(directory))
+        fatal: list[str] = []
+        service = tap.make_service_from_config(config, reactor, fatal.append)
+        service.startService()
+        self.addCleanup(service.stopService)
+        await service.ready
+        listener = next(s for s in service if isinstance(s, tap.ListenerService))
+        port = listener.ports[0].getHost().port
+
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        http = HTTPClient(Agent(reactor, pool=pool))
+        base = f"http://127.0.0.1:{port}/_matrix/client"
+
+        response = await http.get(base + "/versions")
+        self.assertEqual(response.code, 200)
+        self.assertIn("v1.1", json.loads(await response.content())["versions"])
+
+        # A registration exercises the thread pool (bcrypt) and the real SQLite pool.
+        body = {"username": "alice", "password": "pw", "auth": {"type": "m.login.dummy"}}
+        response = await http.post(base + "/v3/register", data=json.dumps(body).encode())
+        result = json.loads(await response.content())
+        self.assertEqual((response.code, result["user_id"]), (200, "@alice:tap.test"))
+        response = await http.get(
+            base + "/v3/account/whoami",
+            headers={b"Authorization": [b"Bearer " + result["access_token"].encode()]},
+        )
+        self.assertEqual(json.loads(await response.content())["user_id"], "@alice:tap.test")
+        self.assertEqual(fatal, [])
+        await service.stopService()
+        self.assertEqual(listener.ports, [])
