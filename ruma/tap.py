@@ -33,6 +33,7 @@ from ruma.accounts.passwords import ThreadRunner
 from ruma.admin.register import SharedSecretRegistration
 from ruma.client.account import AccountEndpoints
 from ruma.client.auth import Authenticator
+from ruma.client.devices import DeviceEndpoints
 from ruma.client.directory import DirectoryEndpoints
 from ruma.client.profile import ProfileEndpoints
 from ruma.client.rooms import RoomEndpoints
@@ -121,8 +122,12 @@ def build_homeserver(
     client = ClientRouter()
     discovery = DiscoveryEndpoints(config=config, auth=auth)
     discovery.register_routes(client)
-    AccountEndpoints(
+    account_endpoints = AccountEndpoints(
         config=config, clock=clock, accounts=accounts, auth=auth, uia=uia
+    )
+    account_endpoints.register_routes(client)
+    DeviceEndpoints(
+        accounts=accounts, auth=auth, account_endpoints=account_endpoints
     ).register_routes(client)
     SharedSecretRegistration(
         shared_secret=config.registration_shared_secret,

@@ -344,7 +344,10 @@ class AccountEndpoints:
 
         return check
 
-    async def _uia_for(self, requester: Requester, body: JsonDict, operation: str) -> None:
+    async def user_interactive_auth(
+        self, requester: Requester, body: JsonDict, operation: str
+    ) -> None:
+        """Password UIA for a sensitive change to the requester's own account."""
         if requester.appservice_id is not None and requester.token_id is None:
             return  # appservices are trusted for their users
         await self._uia.authenticate(
@@ -362,7 +365,7 @@ class AccountEndpoints:
         assert new_password is not None
         logout_devices = body_bool(body, "logout_devices", required=False, default=True)
         self._accounts.check_password_strength(new_password)
-        await self._uia_for(requester, body, "password")
+        await self.user_interactive_auth(requester, body, "password")
         await self._accounts.set_password(
             requester.user_id,
             new_password,
@@ -376,7 +379,7 @@ class AccountEndpoints:
         body = parse_json_object_or_empty(request)
         body_bool(body, "erase", required=False)
         body_str(body, "id_server", required=False)
-        await self._uia_for(requester, body, "deactivate")
+        await self.user_interactive_auth(requester, body, "deactivate")
         await self._accounts.deactivate(requester.user_id)
         # We never bound third-party identifiers to an identity server.
         return {"id_server_unbind_result": "no-support"}
