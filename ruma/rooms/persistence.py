@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -104,6 +104,8 @@ class RoomWriter:
         outlier: bool = False,
         soft_failed: bool | None = None,
         new_room: NewRoom | None = None,
+        out_of_room: bool = False,
+        backfill_position: int | None = None,
     ) -> PersistedEvent:
         """Check and store ``event`` from any source (takes the room's lock).
 
@@ -112,6 +114,16 @@ class RoomWriter:
         event's prev events. ``outlier``: store the event without state or timeline (an
         invite from a room we are not in, an auth event fetched for another). ``soft_failed``:
         None to check against the current state, or the caller's verdict.
+        ``out_of_room``: a membership event of a room this server has no state of (an
+        invite to a local user, its rejection, a knock): stored as an outlier *without*
+        auth checks, since we hold none of its auth events; it only sets the local user's
+        membership (federation checked its signatures). ``new_room`` may go with it, or
+        with an outlier create event, to make the room known (no state) to this server.
+        ``backfill_position``: older history fetched from another server, put in the
+        timeline at that (negative, reserved) position without touching the room's
+        extremities or current state, and not announced on the bus.
+        An event already held as an outlier that is persisted again into the timeline
+        (with state) joins the timeline then.
         Rejected events are stored as rejected; nothing is raised.
         """
         async with self._linearizer.lock(event.room_id):
@@ -121,6 +133,8 @@ class RoomWriter:
                 outlier=outlier,
                 soft_failed=soft_failed,
                 new_room=new_room,
+                out_of_room=out_of_room,
+                backfill_position=backfill_position,
             )
 
     async def persist_event_locked(
@@ -133,6 +147,8 @@ class RoomWriter:
         new_room: NewRoom | None = None,
         local: bool = False,
         txn_id: TxnIdKey | None = None,
+        out_of_room: bool = False,
+        backfill_position: int | None = None,
     ) -> PersistedEvent:
         """:meth:`persist_event` for callers already holding the room's lock.
 
@@ -140,12 +156,19 @@ class RoomWriter:
         failure (also against the current state) raises :class:`EventRejected` and
         nothing is written.
         """
+        if out_of_room:
+            outlier = True
+        if backfill_position is not None:
+            soft_failed = False  # history is not judged by today's state
         existing = await self.store.get_event_meta([event.event_id])
+        deoutlier = False
         if event.event_id in existing:
             meta = existing[event.event_id]
-            return PersistedEvent(
-                event, meta.stream_position, meta.rejected_reason, meta.soft_failed, True
-            )
+            deoutlier = meta.outlier and not outlier and meta.rejected_reason is None
+            if not deoutlier:
+                return PersistedEvent(
+                    event, meta.stream_position, meta.rejected_reason, meta.soft_failed, True
+                )
         room_id = event.room_id
         head: RoomHead | None = None
         if new_room is None:
@@ -162,7 +185,8 @@ class RoomWriter:
         # 1. Auth against the event's own auth events.
         auth_map: dict[StateKey, Event] = {}
         try:
-            auth_map = await self._check_against_auth_events(event)
+            if not out_of_room:
+                auth_map = await self._check_against_auth_events(event)
         except AuthError as e:
             rejected = f"{e.rule}: {e.reason}"
             if local:
@@ -187,7 +211,12 @@ class RoomWriter:
         # 3. Soft failure: auth against the current state.
         if soft_failed is None:
             soft_failed = False
-            if rejected is None and not outlier and head is not None:
+            if (
+                rejected is None
+                and not outlier
+                and head is not None
+                and head.current_state_group is not None
+            ):
                 try:
                     current = StateAt(head.current_state_group)
                     await self._check_against_state(event, current, None)
@@ -210,7 +239,13 @@ class RoomWriter:
             new_room=new_room,
             auth_map=auth_map,
             txn_id=txn_id,
+            backfill_position=backfill_position,
         )
+        if deoutlier:
+            if not plan.in_timeline:
+                # Still not fit for the timeline: it stays the outlier it was.
+                return PersistedEvent(event, None, rejected, soft_failed, True)
+            plan = replace(plan, deoutlier=True)
         result = await self.store.persist(plan)
         if rejected is not None:
             self.log.info("rejected {event_id}: {reason}", event_id=event.event_id, reason=rejected)
@@ -371,6 +406,7 @@ class RoomWriter:
         new_room: NewRoom | None,
         auth_map: Mapping[StateKey, Event],
         txn_id: TxnIdKey | None,
+        backfill_position: int | None = None,
     ) -> PersistPlan:
         replaces: str | None = None
         if event.state_key is not None and before is not None:
@@ -384,7 +420,7 @@ class RoomWriter:
         remove: frozenset[str] = frozenset()
         add = False
         current: CurrentStateUpdate | None = None
-        if in_timeline and before is not None:
+        if in_timeline and before is not None and backfill_position is None:
             remove = frozenset(event.prev_event_ids)
             add = True
             old_extremities = head.forward_extremities if head is not None else frozenset()
@@ -430,6 +466,7 @@ class RoomWriter:
             redacted_by=redacted_by,
             txn_id=txn_id,
             now_ms=int(self._clock.seconds() * 1000),
+            backfill_position=backfill_position if in_timeline else None,
         )
 
     async def _auth_map_of(self, event: Event) -> dict[StateKey, Event]:

@@ -124,6 +124,13 @@ class PersistPlan:
     redacted_by: str | None = None
     txn_id: TxnIdKey | None = None
     now_ms: int = 0
+    # Backfilled history: the (negative) stream position reserved for it with
+    # :meth:`EventStore.reserve_backfill_positions`. Such an event changes neither the
+    # extremities nor the current state, and the bus does not hear of it.
+    backfill_position: int | None = None
+    # The event is already stored as an outlier and now joins the timeline (with state):
+    # its row is updated rather than inserted.
+    deoutlier: bool = False
 
     @property
     def in_timeline(self) -> bool:
@@ -350,6 +357,53 @@ class EventStore:
             return int(row[0]) if row and row[0] is not None else None
 
         return await self._db.run("get_max_stream_position", txn_fn)
+
+    async def reserve_backfill_positions(self, count: int) -> list[int]:
+        """``count`` fresh negative stream positions for backfilled events, ascending.
+
+        Each block lies below every position handed out before it, so a batch of older
+        history (persisted oldest first with these positions) sorts before what we had.
+        """
+
+        def txn_fn(txn: Txn) -> list[int]:
+            row = txn.select_one("SELECT value FROM backfill_position_counter")
+            top = int(row[0]) if row else 0
+            txn.execute("UPDATE backfill_position_counter SET value = ?", (top - count,))
+            return list(range(top - count, top))
+
+        if count <= 0:
+            return []
+        return await self._db.run("reserve_backfill_positions", txn_fn)
+
+    async def get_backward_extremities(self, room_id: str) -> dict[str, int]:
+        """Events the room's timeline refers to (as prev events) that we do not hold,
+        with the depth of the oldest timeline event referring to each: where backfill
+        goes on from."""
+
+        def txn_fn(txn: Txn) -> dict[str, int]:
+            rows = txn.select(
+                "SELECT g.prev_event_id, MIN(e.depth) FROM event_edges g"
+                " JOIN events e ON e.event_id = g.event_id"
+                " WHERE g.room_id = ? AND e.stream_position IS NOT NULL"
+                " AND NOT EXISTS (SELECT 1 FROM events p WHERE p.event_id = g.prev_event_id"
+                " AND (p.stream_position IS NOT NULL OR p.rejected_reason IS NOT NULL))"
+                " GROUP BY g.prev_event_id",
+                (room_id,),
+            )
+            return {r[0]: int(r[1]) for r in rows}
+
+        return await self._db.run("get_backward_extremities", txn_fn)
+
+    async def get_min_stream_position(self, room_id: str) -> int | None:
+        """The lowest timeline position of the room (backfilled history is negative)."""
+
+        def txn_fn(txn: Txn) -> int | None:
+            row = txn.select_one(
+                "SELECT MIN(stream_position) FROM events WHERE room_id = ?", (room_id,)
+            )
+            return int(row[0]) if row and row[0] is not None else None
+
+        return await self._db.run("get_min_stream_position", txn_fn)
 
     async def get_txn_event(self, key: TxnIdKey) -> str | None:
         """The event an earlier request with this transaction ID produced, if any."""
@@ -687,38 +741,23 @@ class EventStore:
                 ),
             )
         position: int | None = None
-        if plan.in_timeline:
+        if plan.in_timeline and plan.backfill_position is not None:
+            position = plan.backfill_position
+        elif plan.in_timeline:
             position = txn.next_stream_position(
                 "event",
                 room_id=room_id,
                 user_id=event.state_key if event.type == "m.room.member" else None,
                 ref=event.event_id,
             )
-        txn.execute(
-            "INSERT INTO events (event_id, room_id, stream_position, depth, type, state_key,"
-            " sender, origin_server_ts, json, rejected_reason, outlier, redacted_by,"
-            " soft_failed, replaces_state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                event.event_id,
-                room_id,
-                position,
-                event.depth,
-                event.type,
-                event.state_key,
-                event.sender,
-                event.origin_server_ts,
-                encode_json(event.pdu()).decode("utf-8"),
-                plan.rejected_reason,
-                plan.outlier,
-                plan.redacted_by,
-                plan.soft_failed,
-                plan.replaces_state,
-            ),
-        )
-        txn.executemany(
-            "INSERT INTO event_edges (event_id, prev_event_id, room_id) VALUES (?, ?, ?)",
-            [(event.event_id, p, room_id) for p in dict.fromkeys(event.prev_event_ids)],
-        )
+        if plan.deoutlier:
+            txn.execute(
+                "UPDATE events SET stream_position = ?, outlier = ?, soft_failed = ?,"
+                " replaces_state = ? WHERE event_id = ?",
+                (position, False, plan.soft_failed, plan.replaces_state, event.event_id),
+            )
+        else:
+            self._insert_event_txn(txn, plan, position)
         if plan.txn_id is not None:
             txn.execute(
                 "INSERT INTO event_txn_ids (user_id, scope, txn_id, room_id, event_id,"
@@ -770,6 +809,9 @@ class EventStore:
                     "UPDATE rooms SET current_state_group = ? WHERE room_id = ?",
                     (current_group, room_id),
                 )
+            elif plan.backfill_position is not None:
+                # get_state_ids_at reads room_state_group: for history, the state after it.
+                current_group = group_after
             else:
                 row = txn.select_one(
                     "SELECT current_state_group FROM rooms WHERE room_id = ?", (room_id,)
@@ -797,6 +839,35 @@ class EventStore:
         elif plan.outlier and event.type == "m.room.member" and event.state_key is not None:
             self._outlier_membership_txn(txn, event)
         return PersistResult(event.event_id, position, group_before, group_after, current_group)
+
+    def _insert_event_txn(self, txn: Txn, plan: PersistPlan, position: int | None) -> None:
+        event = plan.event
+        room_id = event.room_id
+        txn.execute(
+            "INSERT INTO events (event_id, room_id, stream_position, depth, type, state_key,"
+            " sender, origin_server_ts, json, rejected_reason, outlier, redacted_by,"
+            " soft_failed, replaces_state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                event.event_id,
+                room_id,
+                position,
+                event.depth,
+                event.type,
+                event.state_key,
+                event.sender,
+                event.origin_server_ts,
+                encode_json(event.pdu()).decode("utf-8"),
+                plan.rejected_reason,
+                plan.outlier,
+                plan.redacted_by,
+                plan.soft_failed,
+                plan.replaces_state,
+            ),
+        )
+        txn.executemany(
+            "INSERT INTO event_edges (event_id, prev_event_id, room_id) VALUES (?, ?, ?)",
+            [(event.event_id, p, room_id) for p in dict.fromkeys(event.prev_event_ids)],
+        )
 
     def _state_group_txn(self, txn: Txn, room_id: str, state: StateAt) -> int:
         if state.group is not None and not state.changes:
