@@ -1,9 +1,13 @@
 """Room state as state groups: a group is its previous group plus a few delta rows.
 
 A state event adds one row to its room's state instead of copying the whole state, so a
-room of 10,000 members costs one row per membership change. Every ``SNAPSHOT_INTERVAL``
-deltas a group is written in full (``prev_group`` NULL) so reading a state never walks a
-long chain. Groups are immutable once committed, which makes them safe to cache.
+room of 10,000 members costs one row per membership change. A chain of deltas is cut by a
+full snapshot (``prev_group`` NULL) once it is longer than ``SNAPSHOT_INTERVAL`` and than
+``1/SNAPSHOT_FRACTION`` of the state's size. So reading any state reads at most about
+``(1 + 1/SNAPSHOT_FRACTION)`` times its size in rows (one query: the chain is followed with
+a recursive CTE), while storage stays at about ``SNAPSHOT_FRACTION`` rows per state change
+however big the room grows: linear, not quadratic, in the number of state events.
+Groups are immutable once committed, which makes them safe to cache.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Collection, Iterable, Mapping
 from types import MappingProxyType
-from typing import Any
 
 from ruma.protocol.events import StateKey
 from ruma.storage.database import Database, Txn
@@ -21,8 +24,17 @@ __all__ = ["SNAPSHOT_INTERVAL", "StateMap", "StateStore"]
 
 StateMap = Mapping[StateKey, str]
 
-# Deltas allowed before a full snapshot is written.
+# A delta chain may grow to max(SNAPSHOT_INTERVAL, size // SNAPSHOT_FRACTION) groups.
 SNAPSHOT_INTERVAL = 100
+SNAPSHOT_FRACTION = 20
+
+_CHAIN_SQL = (
+    "WITH RECURSIVE chain(g, p) AS ("
+    " SELECT state_group, prev_group FROM state_groups WHERE state_group = ?"
+    " UNION ALL"
+    " SELECT s.state_group, s.prev_group FROM state_groups s JOIN chain c"
+    " ON s.state_group = c.p)"
+)
 
 
 class _GroupCache:
@@ -90,16 +102,15 @@ class StateStore:
 
     def _chain(self, txn: Txn, group: int) -> list[int]:
         """``group`` and its predecessors back to (and including) the snapshot."""
+        rows = txn.select(_CHAIN_SQL + " SELECT g, p FROM chain", (group,))
+        prev = {int(r[0]): (int(r[1]) if r[1] is not None else None) for r in rows}
+        if group not in prev:
+            raise KeyError(f"unknown state group {group}")
         chain: list[int] = []
         current: int | None = group
         while current is not None:
-            row = txn.select_one(
-                "SELECT prev_group FROM state_groups WHERE state_group = ?", (current,)
-            )
-            if row is None:
-                raise KeyError(f"unknown state group {current}")
             chain.append(current)
-            current = int(row[0]) if row[0] is not None else None
+            current = prev[current]
         return chain
 
     def load_group_txn(self, txn: Txn, group: int) -> Mapping[StateKey, str]:
@@ -108,11 +119,10 @@ class StateStore:
             return cached
         chain = self._chain(txn, group)
         order = {g: i for i, g in enumerate(chain)}
-        rows = _select_in(
-            txn,
-            "SELECT state_group, type, state_key, event_id FROM state_group_entries"
-            " WHERE state_group IN ({})",
-            chain,
+        rows = txn.select(
+            _CHAIN_SQL + " SELECT e.state_group, e.type, e.state_key, e.event_id"
+            " FROM chain c JOIN state_group_entries e ON e.state_group = c.g",
+            (group,),
         )
         # Apply oldest first: the snapshot at the end of the chain, then each delta.
         rows.sort(key=lambda r: -order[int(r[0])])
@@ -133,12 +143,12 @@ class StateStore:
         chain = self._chain(txn, group)
         order = {g: i for i, g in enumerate(chain)}
         out: dict[StateKey, str] = {}
-        marks = ",".join("?" for _ in chain)
         for etype, skey in keys:
             rows = txn.select(
-                "SELECT state_group, event_id FROM state_group_entries"
-                f" WHERE type = ? AND state_key = ? AND state_group IN ({marks})",
-                (etype, skey, *chain),
+                _CHAIN_SQL + " SELECT e.state_group, e.event_id FROM chain c"
+                " JOIN state_group_entries e ON e.state_group = c.g"
+                " WHERE e.type = ? AND e.state_key = ?",
+                (group, etype, skey),
             )
             if not rows:
                 continue
@@ -163,18 +173,21 @@ class StateStore:
         if prev_group is not None and not changes:
             return prev_group
         group = _allocate_group(txn)
+        added = sum(1 for v in changes.values() if v is not None)
         if prev_group is not None:
             row = txn.select_one(
-                "SELECT chain_length FROM state_groups WHERE state_group = ?", (prev_group,)
+                "SELECT chain_length, approx_size FROM state_groups WHERE state_group = ?",
+                (prev_group,),
             )
             if row is None:
                 raise KeyError(f"unknown state group {prev_group}")
             chain_length = int(row[0]) + 1
-            if chain_length < SNAPSHOT_INTERVAL:
+            approx_size = int(row[1]) + added
+            if chain_length <= max(SNAPSHOT_INTERVAL, approx_size // SNAPSHOT_FRACTION):
                 txn.execute(
-                    "INSERT INTO state_groups (state_group, room_id, prev_group, chain_length)"
-                    " VALUES (?, ?, ?, ?)",
-                    (group, room_id, prev_group, chain_length),
+                    "INSERT INTO state_groups (state_group, room_id, prev_group, chain_length,"
+                    " approx_size) VALUES (?, ?, ?, ?, ?)",
+                    (group, room_id, prev_group, chain_length, approx_size),
                 )
                 txn.executemany(
                     "INSERT INTO state_group_entries (state_group, type, state_key, event_id)"
@@ -191,9 +204,9 @@ class StateStore:
         else:
             full = {k: v for k, v in changes.items() if v is not None}
         txn.execute(
-            "INSERT INTO state_groups (state_group, room_id, prev_group, chain_length)"
-            " VALUES (?, ?, NULL, 0)",
-            (group, room_id),
+            "INSERT INTO state_groups (state_group, room_id, prev_group, chain_length,"
+            " approx_size) VALUES (?, ?, NULL, 0, ?)",
+            (group, room_id, len(full)),
         )
         txn.executemany(
             "INSERT INTO state_group_entries (state_group, type, state_key, event_id)"
@@ -210,14 +223,6 @@ def _allocate_group(txn: Txn) -> int:
     row = txn.select_one("SELECT value FROM state_group_counter")
     assert row is not None
     return int(row[0])
-
-
-def _select_in(txn: Txn, sql: str, values: list[int]) -> list[tuple[Any, ...]]:
-    out: list[tuple[Any, ...]] = []
-    for i in range(0, len(values), 500):
-        chunk = values[i : i + 500]
-        out.extend(txn.select(sql.format(",".join("?" for _ in chunk)), chunk))
-    return out
 
 
 def diff_states(

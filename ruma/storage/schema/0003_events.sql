@@ -48,13 +48,15 @@ CREATE TABLE pending_redactions (
 );
 
 -- State groups: a state is its prev_group's state plus delta rows, or (prev_group NULL)
--- a full snapshot. chain_length counts the deltas back to the snapshot.
+-- a full snapshot. chain_length counts the deltas back to the snapshot; approx_size is an
+-- upper bound of the number of entries in the full state (it decides when to snapshot).
 -- A delta row with event_id NULL removes the key (state resolution may drop one).
 CREATE TABLE state_groups (
     state_group BIGINT PRIMARY KEY,
     room_id TEXT NOT NULL,
     prev_group BIGINT,
-    chain_length BIGINT NOT NULL
+    chain_length BIGINT NOT NULL,
+    approx_size BIGINT NOT NULL
 );
 CREATE TABLE state_group_entries (
     state_group BIGINT NOT NULL,
