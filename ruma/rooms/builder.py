@@ -168,6 +168,7 @@ class LocalEventSender:
         new: NewEvent,
         prev_events: list[Event],
         auth_events: list[Event],
+        origin_server_ts: int | None = None,
     ) -> Event:
         try:
             return build_event(
@@ -179,7 +180,9 @@ class LocalEventSender:
                 state_key=new.state_key,
                 prev_events=prev_events,
                 auth_events=auth_events,
-                origin_server_ts=self.now_ms(),
+                origin_server_ts=(
+                    origin_server_ts if origin_server_ts is not None else self.now_ms()
+                ),
                 server_name=self.server_name,
                 signing_key=self._signing_key,
                 redacts=new.redacts,
@@ -197,10 +200,20 @@ class LocalEventSender:
 
         ``room_id`` is None in room versions that derive it from the create event.
         """
-        event = self._build(
-            room_version, room_id=room_id, new=new, prev_events=[], auth_events=[]
-        )
-        async with self.writer.room_lock(event.room_id):
-            return await self._persist(
-                event, new_room=NewRoom(room_version, new.sender, is_public)
+        ts = self.now_ms()
+        while True:
+            event = self._build(
+                room_version, room_id=room_id, new=new, prev_events=[], auth_events=[],
+                origin_server_ts=ts,
             )
+            async with self.writer.room_lock(event.room_id):
+                persisted = await self._persist(
+                    event, new_room=NewRoom(room_version, new.sender, is_public)
+                )
+            # In v12 the room ID is the create event's hash: the same user creating two
+            # rooms with the same content in the same millisecond must not get one room.
+            if not persisted.already_known:
+                return persisted
+            if not room_version.room_id_from_create_event:
+                raise MatrixError(400, Codes.ROOM_IN_USE, f"Room {room_id} already exists")
+            ts += 1
