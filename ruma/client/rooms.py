@@ -93,6 +93,7 @@ class RoomEndpoints:
         r("/createRoom", ["POST"])(self.on_create_room)
         r("/join/<room_id_or_alias>", ["POST"])(self.on_join)
         r("/rooms/<room_id>/join", ["POST"])(self.on_room_join)
+        r("/knock/<room_id_or_alias>", ["POST"])(self.on_knock)
         r("/rooms/<room_id>/invite", ["POST"])(self.on_invite)
         r("/rooms/<room_id>/leave", ["POST"])(self.on_leave)
         r("/rooms/<room_id>/forget", ["POST"])(self.on_forget)
@@ -153,6 +154,22 @@ class RoomEndpoints:
         else:
             raise invalid_param(f"{room_id_or_alias!r} is not a room ID or alias")
         await self._rooms.membership.join(
+            requester.user_id, room_id, servers=servers, reason=_reason(body)
+        )
+        return {"room_id": room_id}
+
+    async def on_knock(self, request: IRequest, room_id_or_alias: str) -> JsonDict:
+        requester = await self._auth.get_requester(request)
+        body = parse_json_object_or_empty(request)
+        servers = query_list(request, "server_name") + query_list(request, "via")
+        if room_id_or_alias.startswith("#"):
+            room_id, alias_servers = await self._rooms.aliases.resolve(room_id_or_alias)
+            servers = servers or alias_servers
+        elif room_id_or_alias.startswith("!"):
+            room_id = room_id_arg(room_id_or_alias)
+        else:
+            raise invalid_param(f"{room_id_or_alias!r} is not a room ID or alias")
+        await self._rooms.membership.knock(
             requester.user_id, room_id, servers=servers, reason=_reason(body)
         )
         return {"room_id": room_id}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from twisted.logger import Logger
 
 from ruma.errors import Codes, MatrixError, forbidden, invalid_param, not_found
@@ -12,16 +14,32 @@ from ruma.protocol.ids import RoomAlias
 from ruma.storage.events import EventStore
 from ruma.storage.rooms import RoomStore
 
-__all__ = ["AliasHandler"]
+__all__ = ["AliasHandler", "RemoteDirectory"]
+
+
+class RemoteDirectory(Protocol):
+    """Federation's part of aliases: asking an alias's server what it names."""
+
+    async def query_alias(self, alias: str) -> tuple[str, list[str]]:
+        """``(room_id, servers)`` of a remote alias; 404 ``MatrixError`` if unknown."""
+        ...
 
 
 class AliasHandler:
     log = Logger()
 
-    def __init__(self, rooms: RoomStore, store: EventStore, server_name: str) -> None:
+    def __init__(
+        self,
+        rooms: RoomStore,
+        store: EventStore,
+        server_name: str,
+        remote: RemoteDirectory | None = None,
+    ) -> None:
         self._rooms = rooms
         self._store = store
         self.server_name = server_name
+        # Federation plugs itself in here (remote aliases answer 404 without it).
+        self.remote = remote
 
     def parse(self, alias: str) -> RoomAlias:
         try:
@@ -52,7 +70,13 @@ class AliasHandler:
         """``(room_id, servers)``; remote aliases need federation (404 until then)."""
         parsed = self.parse(alias)
         if str(parsed.server) != self.server_name:
-            raise not_found(f"Room alias {alias} not found (remote aliases are not available)")
+            if self.remote is None:
+                raise not_found(
+                    f"Room alias {alias} not found (remote aliases are not available)"
+                )
+            room_id, servers = await self.remote.query_alias(alias)
+            first = str(parsed.server)
+            return room_id, [first] + [s for s in servers if s != first]
         entry = await self._rooms.get_alias(alias)
         if entry is None:
             raise not_found(f"Room alias {alias} not found")

@@ -14,7 +14,9 @@ from typing import Any, Protocol
 from twisted.logger import Logger
 
 from ruma.errors import Codes, MatrixError, forbidden, not_found
+from ruma.protocol.events import Event
 from ruma.rooms.builder import LocalEventSender, NewEvent
+from ruma.rooms.persistence import EventRejected
 from ruma.rooms.profile import ProfileSource
 from ruma.storage.events import EventStore, RoomHead, TxnIdKey
 
@@ -32,6 +34,16 @@ class RemoteMembership(Protocol):
 
     async def leave_remote(self, user_id: str, room_id: str, content: Mapping[str, Any]) -> str:
         """Reject an invite to (or leave) a room this server has no state of."""
+        ...
+
+    async def invite_remote(self, event: Event) -> Event:
+        """Have a remote invitee's server countersign ``event``; the event to persist."""
+        ...
+
+    async def knock_remote(
+        self, user_id: str, room_id: str, servers: Sequence[str], content: Mapping[str, Any]
+    ) -> str:
+        """Knock on a room this server is not in through one of ``servers``."""
         ...
 
 
@@ -143,9 +155,57 @@ class MembershipHandler:
         content.update(await self._profile_content(target))
         if reason is not None:
             content["reason"] = reason
-        # A remote invitee's server must countersign the invite (federation /invite); until
-        # federation plugs that in, the invite is only stored here.
-        await self._send_member(sender, room_id, target, content)
+        if self._store.is_local_user(target) or self.remote is None:
+            await self._send_member(sender, room_id, target, content)
+            return
+        await self._invite_remote_user(sender, room_id, target, content)
+
+    async def _invite_remote_user(
+        self, sender: str, room_id: str, target: str, content: Mapping[str, Any]
+    ) -> None:
+        """A remote invitee's server countersigns the invite before it is stored here (so
+        an invite that server refuses is never in the room)."""
+        assert self.remote is not None
+        writer = self._sender.writer
+        async with writer.room_lock(room_id):
+            head = await self._head(room_id)
+            if head is None:
+                raise not_found(f"Unknown room {room_id}")
+            event = await self._sender.build(
+                head, NewEvent("m.room.member", sender, content, target)
+            )
+            # Refuse what the room would refuse before asking the other server.
+            try:
+                await writer.check_local(event)
+            except EventRejected as e:
+                raise forbidden(e.reason) from e
+            signed = await self.remote.invite_remote(event)
+            try:
+                await writer.persist_event_locked(signed, local=True)
+            except EventRejected as e:
+                raise forbidden(e.reason) from e
+
+    async def knock(
+        self,
+        user_id: str,
+        room_id: str,
+        *,
+        servers: Sequence[str] = (),
+        reason: str | None = None,
+    ) -> str:
+        """Knock on ``room_id``; return the room ID."""
+        content: dict[str, Any] = {"membership": "knock"}
+        content.update(await self._profile_content(user_id))
+        if reason is not None:
+            content["reason"] = reason
+        head = await self._head(room_id)
+        if head is None:
+            if self.remote is None:
+                raise not_found(f"No known room {room_id}")
+            await self.remote.knock_remote(user_id, room_id, servers, content)
+            return room_id
+        await self._send_member(user_id, room_id, user_id, content)
+        return room_id
 
     async def leave(self, user_id: str, room_id: str, *, reason: str | None = None) -> None:
         head = await self._head(room_id)

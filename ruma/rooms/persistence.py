@@ -251,6 +251,18 @@ class RoomWriter:
             self.log.info("rejected {event_id}: {reason}", event_id=event.event_id, reason=rejected)
         return PersistedEvent(event, result.stream_position, rejected, soft_failed)
 
+    async def check_local(self, event: Event) -> None:
+        """Raise :class:`EventRejected` unless a just-built local ``event`` passes the auth
+        rules (against its auth events and the current state). Writes nothing: for events
+        another server must countersign before they are stored (remote invites)."""
+        try:
+            await self._check_against_auth_events(event)
+            head = await self.store.get_room_head(event.room_id)
+            if head is not None and head.current_state_group is not None:
+                await self._check_against_state(event, StateAt(head.current_state_group), None)
+        except AuthError as e:
+            raise EventRejected(event, e.rule, e.reason) from e
+
     # -- auth ------------------------------------------------------------------------------
 
     async def _create_event(self, event: Event) -> Event | None:
