@@ -10,7 +10,15 @@ from ruma.errors import MatrixError, forbidden, not_found
 from ruma.rooms.builder import LocalEventSender, NewEvent
 from ruma.storage.events import EventStore
 
-__all__ = ["ProfileHandler", "ProfileLike", "ProfileSource"]
+__all__ = ["ProfileHandler", "ProfileLike", "ProfileSource", "RemoteProfiles"]
+
+
+class RemoteProfiles(Protocol):
+    """Federation's part of profiles: asking a remote user's server."""
+
+    async def query_profile(self, user_id: str) -> dict[str, Any]:
+        """The remote user's profile fields; 404 ``MatrixError`` if unknown."""
+        ...
 
 
 class ProfileLike(Protocol):
@@ -40,6 +48,8 @@ class ProfileHandler:
         self._profiles = profiles
         self._sender = sender
         self._store = store
+        # Federation plugs itself in here (remote profiles answer 404 without it).
+        self.remote: RemoteProfiles | None = None
 
     def is_local(self, user_id: str) -> bool:
         return user_id.partition(":")[2] == self._sender.server_name
@@ -47,8 +57,9 @@ class ProfileHandler:
     async def get_profile(self, user_id: str) -> dict[str, Any]:
         """The profile fields that are set; 404 for unknown users (remote: not yet)."""
         if not self.is_local(user_id):
-            # Remote profiles come with federation (GET /_matrix/federation/v1/query/profile).
-            raise not_found("Profile of a remote user is not available")
+            if self.remote is None:
+                raise not_found("Profile of a remote user is not available")
+            return await self.remote.query_profile(user_id)
         profile = await self._profiles.get_profile(user_id)
         if profile is None:
             raise not_found("Profile not found")

@@ -17,7 +17,7 @@ import fnmatch
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -28,8 +28,21 @@ from ruma.storage.events import EventStore
 
 __all__ = ["EventFilter", "Page", "RoomReader", "parse_token"]
 
-_STREAM = re.compile(r"^s(\d{1,18})$")
-_TOPO = re.compile(r"^t(\d{1,18})_(\d{1,18})$")
+_STREAM = re.compile(r"^s(-?\d{1,18})$")
+_TOPO = re.compile(r"^t(-?\d{1,18})_(-?\d{1,18})$")
+
+# Below every position: backfilled history (older than our join) has negative positions.
+MIN_POSITION = -(2**62)
+# How many times one /messages request asks federation for more history.
+BACKFILL_ROUNDS = 3
+
+
+class Backfill(Protocol):
+    """Federation's part of reading: fetching a room's older history from other servers."""
+
+    async def backfill(self, room_id: str, limit: int) -> int:
+        """Fetch up to ``limit`` older events; return how many joined the timeline."""
+        ...
 
 
 def parse_token(token: str, param: str = "from") -> int:
@@ -125,6 +138,8 @@ class RoomReader:
     def __init__(self, store: EventStore, clock: IReactorTime) -> None:
         self._store = store
         self._clock = clock
+        # Federation plugs itself in here: /messages backfills past what we hold.
+        self.backfill: Backfill | None = None
 
     # -- access ----------------------------------------------------------------------------
 
@@ -298,13 +313,32 @@ class RoomReader:
         if backwards:
             start = parse_token(from_token) if from_token is not None else ceiling
             upper = min(start, ceiling)
-            lower = parse_token(to_token, "to") if to_token is not None else 0
+            lower = parse_token(to_token, "to") if to_token is not None else MIN_POSITION
             rows, more = await self._page(
                 user_id, room_id, lower=lower, upper=upper, limit=limit, backwards=True,
                 event_filter=event_filter,
             )
+            rounds = 0
+            while (
+                self.backfill is not None
+                and to_token is None
+                and more is None
+                and len(rows) < limit
+                and rounds < BACKFILL_ROUNDS
+            ):
+                rounds += 1
+                if not await self.backfill.backfill(room_id, max(limit - len(rows), 10)):
+                    break
+                below = rows[-1][0] - 1 if rows else upper
+                older, more = await self._page(
+                    user_id, room_id, lower=lower, upper=below, limit=limit - len(rows),
+                    backwards=True, event_filter=event_filter,
+                )
+                rows.extend(older)
+                if more is None and len(rows) == limit and rows:
+                    more = rows[-1][0] - 1  # there may be more to fetch next time
         else:
-            start = parse_token(from_token) if from_token is not None else 0
+            start = parse_token(from_token) if from_token is not None else MIN_POSITION
             upper = ceiling
             if to_token is not None:
                 upper = min(upper, parse_token(to_token, "to"))
@@ -356,7 +390,7 @@ class RoomReader:
         n_before = limit // 2
         n_after = limit - n_before
         before, _ = await self._page(
-            user_id, room_id, lower=0, upper=position - 1, limit=n_before, backwards=True,
+            user_id, room_id, lower=MIN_POSITION, upper=position - 1, limit=n_before, backwards=True,
             event_filter=event_filter,
         ) if n_before else ([], None)
         after, _ = await self._page(
