@@ -59,12 +59,17 @@ class QueuedItem:
 
 @dataclass(frozen=True, slots=True)
 class PendingTransaction:
-    """A transaction built for a destination and not yet acknowledged."""
+    """A transaction built for a destination and not yet acknowledged.
+
+    ``edu_expiry[i]`` is when ``body["edus"][i]`` stops being worth sending (None: never):
+    a retry leaves out EDUs that expired meanwhile, but is otherwise the same transaction.
+    """
 
     txn_id: str
     from_position: int
     to_position: int
     body: Mapping[str, Any]
+    edu_expiry: tuple[int | None, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +91,14 @@ _DEST_COLUMNS = (
 def _dest(row: Sequence[Any]) -> DestinationState:
     pending = None
     if row[2] is not None:
-        pending = PendingTransaction(str(row[2]), int(row[3]), int(row[4]), json.loads(row[5]))
+        stored = json.loads(row[5])
+        pending = PendingTransaction(
+            str(row[2]),
+            int(row[3]),
+            int(row[4]),
+            stored["body"],
+            tuple(stored.get("edu_expiry", ())),
+        )
     return DestinationState(
         destination=str(row[0]),
         last_acked_position=int(row[1]),
@@ -284,7 +296,7 @@ class FederationSenderStore:
 
     async def save_pending(self, destination: str, txn: PendingTransaction) -> None:
         """Record the transaction about to be sent (before it is sent)."""
-        body = encode_json(txn.body).decode("utf-8")
+        body = encode_json({"body": txn.body, "edu_expiry": list(txn.edu_expiry)}).decode("utf-8")
 
         def txn_fn(t: Txn) -> None:
             t.execute(

@@ -53,6 +53,7 @@ class Batch:
     upto: int
     pdus: tuple[Mapping[str, Any], ...]
     edus: tuple[Mapping[str, Any], ...]
+    edu_expiry: tuple[int | None, ...] = ()
 
 
 def build_batch(
@@ -79,7 +80,7 @@ def build_batch(
         else:
             groups.append([item])
     pdus: list[Mapping[str, Any]] = []
-    edus: list[tuple[str | None, Mapping[str, Any]]] = []
+    edus: list[tuple[str | None, Mapping[str, Any], int | None]] = []
     keys: set[str] = set()
     upto = after
     for group in groups:
@@ -101,9 +102,30 @@ def build_batch(
                 edus = [e for e in edus if e[0] != i.coalesce_key]
             if i.coalesce_key is not None:
                 keys.add(i.coalesce_key)
-            edus.append((i.coalesce_key, edu))
+            edus.append((i.coalesce_key, edu, i.expires_ms))
         upto = group[0].position
-    return Batch(after, upto, tuple(pdus[:max_pdus]), tuple(e for _, e in edus[:max_edus]))
+    kept = edus[:max_edus]
+    return Batch(
+        after,
+        upto,
+        tuple(pdus[:max_pdus]),
+        tuple(e for _, e, _ in kept),
+        tuple(x for _, _, x in kept),
+    )
+
+
+def _without_expired(txn: PendingTransaction, now_ms: int) -> dict[str, Any]:
+    """The transaction's body minus the EDUs that have expired since it was built."""
+    body = dict(txn.body)
+    edus = list(body.get("edus", ()))
+    if txn.edu_expiry and len(txn.edu_expiry) == len(edus):
+        body["edus"] = [
+            e for e, expiry in zip(edus, txn.edu_expiry, strict=True)
+            if expiry is None or expiry > now_ms
+        ]
+    body.setdefault("pdus", [])
+    body.setdefault("edus", [])
+    return body
 
 
 class Transmitter:
@@ -141,7 +163,12 @@ class Transmitter:
             txn = await self._next_transaction(destination, state.last_acked_position)
             if txn is None:
                 return False
-        await self._send(destination, txn)
+        body = _without_expired(txn, self._now_ms())
+        if not body["pdus"] and not body["edus"]:
+            # Only ephemeral EDUs, all stale now: nothing worth sending.
+            await self._store.ack_pending(destination, txn.txn_id)
+            return True
+        await self._send(destination, txn, body)
         return True
 
     async def _next_transaction(self, destination: str, after: int) -> PendingTransaction | None:
@@ -166,16 +193,17 @@ class Transmitter:
                 "pdus": list(batch.pdus),
                 "edus": list(batch.edus),
             },
+            edu_expiry=batch.edu_expiry,
         )
         await self._store.save_pending(destination, txn)
         return txn
 
-    async def _send(self, destination: str, txn: PendingTransaction) -> None:
+    async def _send(
+        self, destination: str, txn: PendingTransaction, body: Mapping[str, Any]
+    ) -> None:
         path = f"/_matrix/federation/v1/send/{txn.txn_id}"
         try:
-            answer = await self._client.put_json(
-                destination, path, dict(txn.body), timeout=self._timeout
-            )
+            answer = await self._client.put_json(destination, path, body, timeout=self._timeout)
         except FederationError as e:
             if e.status in _PERMANENT:
                 self.log.error(
