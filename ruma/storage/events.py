@@ -575,6 +575,16 @@ class EventStore:
                 " ORDER BY e.stream_position DESC LIMIT 1",
                 (room_id, stream_position),
             )
+            if row is None:
+                # Before the room's first timeline event: the state before that event
+                # (empty for a room created here; the room's state for one joined over
+                # federation, whose first event is our join).
+                row = txn.select_one(
+                    "SELECT s.state_group_before FROM events e JOIN event_state s"
+                    " ON s.event_id = e.event_id WHERE e.room_id = ? AND e.stream_position > ?"
+                    " ORDER BY e.stream_position ASC LIMIT 1",
+                    (room_id, stream_position),
+                )
             return int(row[0]) if row else None
 
         group = await self._db.run("get_state_group_at", txn_fn)

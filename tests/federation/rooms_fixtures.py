@@ -1,0 +1,147 @@
+"""Two or three in-memory Ruma homeservers federating through one MemoryFederationAgent,
+for the membership, invite, query and backfill tests.
+
+Each server is ``tests.harness.make_homeserver`` (the real ``build_homeserver`` graph) with
+the room federation wired in (``ruma.federation.rooms_wiring``) if ``build_homeserver``
+has not done it already. :meth:`Federation.request` drives a client request to completion,
+flushing both the client's in-memory HTTP and the federation traffic it causes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase
+
+from ruma.federation.rooms_wiring import RoomFederation, wire_from_homeserver
+from tests.federation.memory import MemoryFederationAgent
+from tests.harness import TestHomeserver, make_homeserver
+
+
+class Federation:
+    def __init__(
+        self,
+        test_case: SynchronousTestCase,
+        names: tuple[str, ...] = ("a.test", "b.test"),
+        *,
+        config_overrides: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.test_case = test_case
+        self.agent = MemoryFederationAgent()
+        self.servers: dict[str, TestHomeserver] = {}
+        self.wiring: dict[str, RoomFederation] = {}
+        for name in names:
+            hs = make_homeserver(
+                test_case,
+                server_name=name,
+                federation_agent=self.agent,
+                config_overrides=config_overrides,
+            )
+            wired = getattr(hs.hs, "room_federation", None)
+            if wired is None:
+                wired = wire_from_homeserver(hs.hs)
+            self.wiring[name] = wired
+            assert hs.hs.federation_resource is not None
+            self.agent.add_server(name, hs.hs.federation_resource)
+            self.servers[name] = hs
+
+    def __getitem__(self, name: str) -> TestHomeserver:
+        return self.servers[name]
+
+    def flush(self) -> None:
+        for hs in self.servers.values():
+            hs.treq.flush()
+        self.agent.flush()
+
+    def wait(self, d: Deferred[Any]) -> Any:
+        results: list[Any] = []
+        d.addBoth(results.append)
+        for _ in range(500):
+            if results:
+                break
+            self.flush()
+        if not results:
+            raise AssertionError("request never finished")
+        from twisted.python.failure import Failure
+
+        if isinstance(results[0], Failure):
+            results[0].raiseException()
+        return results[0]
+
+    def run(self, coro: Any) -> Any:
+        return self.wait(Deferred.fromCoroutine(coro))
+
+    def request(
+        self, server: str, method: str, path: str, body: Any = None, token: str | None = None
+    ) -> tuple[int, Any]:
+        hs = self.servers[server]
+        hdrs: dict[bytes, list[bytes]] = {}
+        if token is not None:
+            hdrs[b"Authorization"] = [b"Bearer " + token.encode("ascii")]
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode("utf-8")
+            hdrs[b"Content-Type"] = [b"application/json"]
+        response = self.wait(hs.treq.request(method, hs.url(path), data=data, headers=hdrs))
+        content = self.wait(response.content())
+        try:
+            parsed = json.loads(content) if content else None
+        except ValueError:
+            parsed = None
+        return int(response.code), parsed
+
+    def ok(
+        self, server: str, method: str, path: str, body: Any = None, token: str | None = None
+    ) -> Any:
+        status, out = self.request(server, method, path, body, token)
+        if status != 200:
+            raise AssertionError(f"{method} {path} on {server}: {status} {out}")
+        return out
+
+    def fed_request(
+        self, origin: str, destination: str, method: str, path: str, body: Any = None,
+        query: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """A signed federation request from ``origin`` (raises FederationError)."""
+        client = self.servers[origin].hs.federation.client  # type: ignore[union-attr]
+        return self.run(
+            client.request(method, destination, path, body=body, query=query)
+        )
+
+    # -- client conveniences ------------------------------------------------------------
+
+    def create_room(self, server: str, token: str, **body: Any) -> str:
+        out = self.ok(server, "POST", "/createRoom", body, token)
+        room_id: str = out["room_id"]
+        return room_id
+
+    def send_text(self, server: str, token: str, room_id: str, text: str, txn: str) -> str:
+        out = self.ok(
+            server,
+            "PUT",
+            f"/rooms/{_q(room_id)}/send/m.room.message/{txn}",
+            {"msgtype": "m.text", "body": text},
+            token,
+        )
+        event_id: str = out["event_id"]
+        return event_id
+
+    def membership(self, server: str, room_id: str, user_id: str) -> str | None:
+        hs = self.servers[server]
+        ev = hs.run(hs.hs.rooms.store.get_current_state_event(room_id, "m.room.member", user_id))  # type: ignore[union-attr]
+        return ev.membership if ev is not None else None
+
+    def sync(self, server: str, token: str) -> Any:
+        return self.ok(server, "GET", "/sync?timeout=0", None, token)
+
+
+def _q(value: str) -> str:
+    from urllib.parse import quote
+
+    return quote(value, safe="")
+
+
+q = _q
