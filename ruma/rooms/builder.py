@@ -189,6 +189,8 @@ class LocalEventSender:
                 event_id_localpart=self._localpart(),
             )
         except InvalidEvent as e:
+            if "larger than" in str(e):
+                raise MatrixError(413, Codes.TOO_LARGE, "Event is too large") from e
             raise MatrixError(400, Codes.BAD_JSON, f"Invalid event: {e}") from e
         except ValueError as e:
             raise MatrixError(400, Codes.BAD_JSON, f"Invalid event: {e}") from e

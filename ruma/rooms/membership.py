@@ -14,7 +14,8 @@ from typing import Any, Protocol
 from twisted.logger import Logger
 
 from ruma.errors import Codes, MatrixError, forbidden, not_found
-from ruma.protocol.events import Event
+from ruma.protocol.auth import get_named_level, get_user_power_level
+from ruma.protocol.events import Event, StateKey
 from ruma.rooms.builder import LocalEventSender, NewEvent
 from ruma.rooms.persistence import EventRejected
 from ruma.rooms.profile import ProfileSource
@@ -128,8 +129,59 @@ class MembershipHandler:
             same = {k: v for k, v in current.content.items() if k != "reason"}
             if same == {k: v for k, v in content.items() if k != "reason"}:
                 return room_id
+        if current is None or current.membership not in ("join", "invite"):
+            authoriser = await self._restricted_join_authoriser(head, user_id)
+            if authoriser is not None:
+                content["join_authorised_via_users_server"] = authoriser
         await self._send_member(user_id, room_id, user_id, content)
         return room_id
+
+    async def _restricted_join_authoriser(self, head: RoomHead, user_id: str) -> str | None:
+        """For a restricted room whose allow list ``user_id`` meets (joined to one of the
+        listed rooms here): a local member who may invite, to authorise the join.
+
+        None when the room is not restricted or the user does not qualify (the auth rules
+        then refuse the join with their reason).
+        """
+        version = head.room_version
+        rules = await self._store.get_current_state_event(head.room_id, "m.room.join_rules", "")
+        rule = rules.content.get("join_rule") if rules is not None else None
+        if not (
+            (rule == "restricted" and version.restricted_join_rule)
+            or (rule == "knock_restricted" and version.knock_restricted_join_rule)
+        ):
+            return None
+        assert rules is not None
+        allow = rules.content.get("allow")
+        allowed_rooms = [
+            entry.get("room_id")
+            for entry in (allow if isinstance(allow, (list, tuple)) else ())
+            if isinstance(entry, Mapping) and entry.get("type") == "m.room_membership"
+        ]
+        qualifies = False
+        for allowed in allowed_rooms:
+            if isinstance(allowed, str):
+                local = await self._store.get_local_membership(user_id, allowed)
+                if local is not None and local[0] == "join":
+                    qualifies = True
+                    break
+        if not qualifies:
+            return None
+        keys: list[StateKey] = [("m.room.create", ""), ("m.room.power_levels", "")]
+        ids = await self._store.get_current_state_keys(head.room_id, keys)
+        base = await self._store.get_pdus(ids.values())
+        auth_state = {k: base[eid] for k, eid in ids.items() if eid in base}
+        invite_level = get_named_level(auth_state, "invite")
+        for member in sorted(await self._store.get_local_users_in_room(head.room_id)):
+            member_ids = await self._store.get_current_state_keys(
+                head.room_id, [("m.room.member", member)]
+            )
+            events = await self._store.get_pdus(member_ids.values())
+            state = dict(auth_state)
+            state.update({k: events[e] for k, e in member_ids.items() if e in events})
+            if get_user_power_level(member, state) >= invite_level:
+                return member
+        return None
 
     def _is_our_room_id(self, room_id: str) -> bool:
         _, sep, server = room_id.partition(":")

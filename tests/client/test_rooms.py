@@ -445,3 +445,11 @@ class ReadingTests(RoomsTestCase):
         eid = self.send(other, "elsewhere")
         self.err(404, "M_NOT_FOUND", "GET", f"/rooms/{q(room)}/event/{q(eid)}", None, self.ta)
         self.err(404, "M_NOT_FOUND", "GET", f"/rooms/{q(room)}/event/{q('$x')}", None, self.ta)
+
+
+class LimitsTests(RoomsTestCase):
+    def test_too_large_event(self) -> None:
+        """An event over 64 KiB is refused with 413 M_TOO_LARGE and nothing is sent."""
+        room = self.create()
+        self.err(413, "M_TOO_LARGE", "PUT", f"/rooms/{q(room)}/send/m.room.message/big",
+                 {"body": "x" * 70_000}, self.ta)
