@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
@@ -68,7 +68,11 @@ class SyncEndpoints:
         notify_finish = getattr(request, "notifyFinish", None)
         if notify_finish is not None:
             notify_finish().addErrback(gone)
-        return await d
+        try:
+            return await d
+        except CancelledError:
+            # Only our own cancel() above raises this: nobody is left to read a response.
+            return {}
 
 
 def register_sync_routes(router: ClientRouter, auth: Authenticator, services: SyncServices) -> None:
