@@ -244,6 +244,7 @@ class RoomReader:
             meta is None
             or meta.room_id != room_id
             or meta.rejected_reason is not None
+            or meta.soft_failed
             or (cap is not None and (meta.stream_position is None or meta.stream_position > cap))
         ):
             raise not_found("Event not found")
