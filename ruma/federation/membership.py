@@ -24,7 +24,7 @@ join becomes our own :class:`~ruma.errors.MatrixError`, naming the servers tried
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -688,8 +688,12 @@ class ResidentMembership:
         signing_key: SigningKey,
         clock: IReactorTime,
         access: RoomAccessLike | None = None,
+        relay: Callable[[str, str], Awaitable[None]] | None = None,
     ) -> None:
         self._access = access
+        # The federation sender's relay: a remote user's membership received here goes
+        # on to the room's other servers (registered before it is persisted).
+        self.relay = relay
         self._sender = sender
         self._writer = sender.writer
         self._store = sender.store
@@ -810,7 +814,9 @@ class ResidentMembership:
                              self.server_name: ours}
         return out
 
-    async def _persist(self, event: Event) -> PersistedEvent:
+    async def _persist(self, event: Event, origin: str) -> PersistedEvent:
+        if self.relay is not None:
+            await self.relay(event.event_id, origin)
         try:
             persisted = await self._writer.persist_event(event)
         except ValueError as e:  # prev events we do not know
@@ -887,7 +893,7 @@ class ResidentMembership:
         event = await self._incoming(
             origin, room_id, event_id, pdu, "join", sign_first=authorising
         )
-        await self._persist(event)
+        await self._persist(event, origin)
         state_ids = await self._store.get_state_ids_for_event(event.event_id, before=True)
         if state_ids is None:
             raise MatrixError(500, Codes.UNKNOWN, "The join has no state")
@@ -936,7 +942,7 @@ class ResidentMembership:
         self, origin: str, room_id: str, event_id: str, pdu: Any
     ) -> dict[str, Any]:
         event = await self._incoming(origin, room_id, event_id, pdu, "leave")
-        await self._persist(event)
+        await self._persist(event, origin)
         return {}
 
     # -- knock -----------------------------------------------------------------------------
@@ -959,7 +965,7 @@ class ResidentMembership:
         self, origin: str, room_id: str, event_id: str, pdu: Any
     ) -> dict[str, Any]:
         event = await self._incoming(origin, room_id, event_id, pdu, "knock")
-        await self._persist(event)
+        await self._persist(event, origin)
         return {"knock_room_state": await stripped_state(self._store, room_id)}
 
     # -- invite ----------------------------------------------------------------------------

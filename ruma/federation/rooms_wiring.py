@@ -10,6 +10,7 @@ federation is built.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,7 +60,10 @@ def wire_room_federation(
     clock: IReactorTime,
     server_name: str,
     signing_key: SigningKey,
+    relay: Callable[[str, str], Awaitable[None]] | None = None,
 ) -> RoomFederation:
+    """``relay``: the federation sender's ``relay`` (memberships received by the resident
+    side are passed on to the room's other servers)."""
     joining = FederationMembership(
         client=client,
         fetcher=fetcher,
@@ -76,6 +80,7 @@ def wire_room_federation(
         signing_key=signing_key,
         clock=clock,
         access=access,
+        relay=relay,
     )
     queries = QueryServer(
         server_name=server_name,
@@ -96,10 +101,13 @@ def wire_room_federation(
     return RoomFederation(joining, resident, queries, query_client, backfiller)
 
 
-def wire_from_homeserver(hs: Any) -> RoomFederation:
+def wire_from_homeserver(
+    hs: Any, relay: Callable[[str, str], Awaitable[None]] | None = None
+) -> RoomFederation:
     """:func:`wire_room_federation` from a built ``ruma.tap.Homeserver`` (whose
-    ``federation`` and ``rooms`` are set)."""
+    ``federation`` and ``rooms`` are set, and ``federation_sender`` if there is one)."""
     fed = hs.federation
+    sender = getattr(hs, "federation_sender", None)
     return wire_room_federation(
         rooms=hs.rooms,
         client=fed.client,
@@ -113,4 +121,5 @@ def wire_from_homeserver(hs: Any) -> RoomFederation:
         clock=hs.clock,
         server_name=hs.config.server_name,
         signing_key=hs.signing_key,
+        relay=relay if relay is not None else sender.relay if sender is not None else None,
     )

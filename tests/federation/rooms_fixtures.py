@@ -33,6 +33,7 @@ class Federation:
         self.agent = MemoryFederationAgent()
         self.servers: dict[str, TestHomeserver] = {}
         self.wiring: dict[str, RoomFederation] = {}
+        self.senders: dict[str, Any] = {}
         for name in names:
             hs = make_homeserver(
                 test_case,
@@ -40,21 +41,54 @@ class Federation:
                 federation_agent=self.agent,
                 config_overrides=config_overrides,
             )
+            sender = getattr(hs.hs, "federation_sender", None)
+            if sender is None:
+                sender = self._add_sender(hs)
+            self.senders[name] = sender
             wired = getattr(hs.hs, "room_federation", None)
             if wired is None:
-                wired = wire_from_homeserver(hs.hs)
+                wired = wire_from_homeserver(hs.hs, relay=sender.relay)
             self.wiring[name] = wired
             assert hs.hs.federation_resource is not None
             self.agent.add_server(name, hs.hs.federation_resource)
             self.servers[name] = hs
+
+    def _add_sender(self, hs: TestHomeserver) -> Any:
+        """The federation sender on the homeserver's bus, as ``twistd ruma`` runs it."""
+        from ruma.federation.sender import build_federation_sender
+
+        h = hs.hs
+        assert h.sync_services is not None and h.federation is not None and h.rooms is not None
+        bus = h.sync_services.bus
+        bus.start()  # idempotent
+        sender = build_federation_sender(
+            db=h.db,
+            bus=bus,
+            clock=h.clock,
+            server_name=h.config.server_name,
+            events=h.rooms.store,
+            client=h.federation.client,
+        )
+        self.test_case.successResultOf(Deferred.fromCoroutine(sender.start()))
+        self.test_case.addCleanup(self._stop_sender, sender)
+        return sender
+
+    def _stop_sender(self, sender: Any) -> None:
+        self.wait(Deferred.fromCoroutine(sender.stop()))
 
     def __getitem__(self, name: str) -> TestHomeserver:
         return self.servers[name]
 
     def flush(self) -> None:
         for hs in self.servers.values():
+            hs.clock.advance(0)
             hs.treq.flush()
         self.agent.flush()
+
+    def settle(self, rounds: int = 100) -> None:
+        """Let buses, senders and in-memory HTTP run until nothing is left to do now."""
+        for _ in range(rounds):
+            self.flush()
 
     def wait(self, d: Deferred[Any]) -> Any:
         results: list[Any] = []

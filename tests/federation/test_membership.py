@@ -288,3 +288,81 @@ class ResidentServerTests(SynchronousTestCase):
             )
         self.assertEqual(cm.exception.status, 403)
         self.assertFalse(self._stored(event_id))
+
+
+class MessagesAcrossTests(SynchronousTestCase):
+    """With the federation sender running, messages and membership changes travel."""
+
+    def setUp(self) -> None:
+        self.fed = Federation(self)
+        self.alice, self.alice_tok = self.fed["a.test"].register("alice")
+        self.bob, self.bob_tok = self.fed["b.test"].register("bob")
+        self.room = self.fed.create_room("a.test", self.alice_tok, preset="public_chat")
+        self.fed.ok("b.test", "POST", f"/join/{q(self.room)}?via=a.test", {}, self.bob_tok)
+        self.fed.settle()
+
+    def bodies(self, server: str, token: str) -> list[str]:
+        out = self.fed.ok(
+            server, "GET", f"/rooms/{q(self.room)}/messages?dir=b&limit=50", None, token
+        )
+        return [e["content"].get("body") for e in out["chunk"] if e["type"] == "m.room.message"]
+
+    def test_messages_both_ways(self) -> None:
+        """Bob's message reaches a.test and Alice's reaches b.test."""
+        self.fed.send_text("b.test", self.bob_tok, self.room, "from bob", "1")
+        self.fed.settle()
+        self.fed.send_text("a.test", self.alice_tok, self.room, "from alice", "2")
+        self.fed.settle()
+        self.assertEqual(self.bodies("a.test", self.alice_tok), ["from alice", "from bob"])
+        self.assertEqual(self.bodies("b.test", self.bob_tok), ["from alice", "from bob"])
+
+    def test_kick_across_servers(self) -> None:
+        """Alice kicks Bob: both servers have him left, and he can no longer send."""
+        self.fed.ok(
+            "a.test", "POST", f"/rooms/{q(self.room)}/kick",
+            {"user_id": self.bob, "reason": "bye"}, self.alice_tok,
+        )
+        self.fed.settle()
+        self.assertEqual(self.fed.membership("a.test", self.room, self.bob), "leave")
+        self.assertEqual(self.fed.membership("b.test", self.room, self.bob), "leave")
+        status, _ = self.fed.request(
+            "b.test", "PUT", f"/rooms/{q(self.room)}/send/m.room.message/x",
+            {"msgtype": "m.text", "body": "still here?"}, self.bob_tok,
+        )
+        self.assertEqual(status, 403)
+
+    def test_ban_across_servers(self) -> None:
+        """Alice bans Bob: both servers have him banned and he cannot rejoin."""
+        self.fed.ok(
+            "a.test", "POST", f"/rooms/{q(self.room)}/ban", {"user_id": self.bob}, self.alice_tok
+        )
+        self.fed.settle()
+        self.assertEqual(self.fed.membership("a.test", self.room, self.bob), "ban")
+        self.assertEqual(self.fed.membership("b.test", self.room, self.bob), "ban")
+        status, _ = self.fed.request(
+            "b.test", "POST", f"/join/{q(self.room)}?via=a.test", {}, self.bob_tok
+        )
+        self.assertEqual(status, 403)
+
+    def test_leave_reaches_resident(self) -> None:
+        """Bob's leave (made on b.test) reaches a.test."""
+        self.fed.ok("b.test", "POST", f"/rooms/{q(self.room)}/leave", {}, self.bob_tok)
+        self.fed.settle()
+        self.assertEqual(self.fed.membership("a.test", self.room, self.bob), "leave")
+
+    def test_third_server_joins_and_hears_of_it(self) -> None:
+        """A join on a.test by c.test's user is relayed to b.test."""
+        fed = Federation(self, ("a.test", "b.test", "c.test"))
+        alice, alice_tok = fed["a.test"].register("alice")
+        bob, bob_tok = fed["b.test"].register("bob")
+        carol, carol_tok = fed["c.test"].register("carol")
+        room = fed.create_room("a.test", alice_tok, preset="public_chat")
+        fed.ok("b.test", "POST", f"/join/{q(room)}?via=a.test", {}, bob_tok)
+        fed.settle()
+        fed.ok("c.test", "POST", f"/join/{q(room)}?via=a.test", {}, carol_tok)
+        fed.settle()
+        self.assertEqual(fed.membership("b.test", room, carol), "join")
+        fed.send_text("c.test", carol_tok, room, "hi all", "c1")
+        fed.settle()
+        out = fed.ok("b.test", "GET", f"/rooms/{q(room)}/messages?dir=b&limit=5", None, bob_tok)
+        self.assertEqual(out["chunk"][0]["content"].get("body"), "hi all")
