@@ -101,27 +101,11 @@ class HomeserverConfig:
     app_service_config_files: tuple[str, ...] = ()
     max_upload_size: int = 50 * 1024 * 1024
     presence_enabled: bool = True
-    log_config: str | None = None
     pid_file: str | None = None
-    admin_contact: str | None = None
     raw: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     def with_changes(self, **changes: Any) -> HomeserverConfig:
         return replace(self, **changes)
-
-
-# Keys this module parses. Anything else is left to its owner through ``raw``.
-KNOWN_KEYS: Final = frozenset(
-    {
-        "server_name", "public_baseurl", "data_dir", "signing_key_path", "database",
-        "listeners", "tls_certificate_path", "tls_private_key_path", "enable_registration",
-        "enable_registration_without_verification", "registration_requires_token",
-        "registration_tokens", "registration_shared_secret", "allow_guest_access",
-        "bcrypt_rounds", "default_room_version", "rc_message", "rc_login", "rc_registration",
-        "app_service_config_files", "max_upload_size", "presence", "log_config", "pid_file",
-        "admin_contact",
-    }
-)  # fmt: skip
 
 
 class ConfigReader:
@@ -449,7 +433,6 @@ def parse_config(
         failed_attempts=_rate(login, "failed_attempts", defaults.failed_attempts),
     )
 
-    admin_contact = r.get_str("admin_contact")
     shared_secret = r.get_str("registration_shared_secret")
     if shared_secret is not None and not shared_secret:
         raise r.error("registration_shared_secret", "must not be empty")
@@ -483,9 +466,7 @@ def parse_config(
         app_service_config_files=app_services,
         max_upload_size=_parse_size(r, "max_upload_size", 50 * 1024 * 1024),
         presence_enabled=r.sub("presence").get_bool("enabled", True),
-        log_config=r.path_value("log_config"),
         pid_file=r.path_value("pid_file"),
-        admin_contact=admin_contact,
         raw=MappingProxyType(dict(data)),
     )
 

@@ -24,7 +24,7 @@ from twisted.internet.interfaces import IListeningPort, IReactorCore, IReactorTi
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.web.iweb import IRequest
+from twisted.web.iweb import IAgent, IRequest
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
@@ -42,6 +42,7 @@ from ruma.client.sync import register_sync_routes
 from ruma.client.versions import DiscoveryEndpoints
 from ruma.config import ConfigError, HomeserverConfig, ListenerConfig, generate_config, load_config
 from ruma.errors import Codes
+from ruma.federation.service import FederationServices
 from ruma.protocol.signing import (
     SigningKey,
     generate_signing_key,
@@ -83,6 +84,8 @@ class Homeserver:
     media_resource: IResource | None = None
     # The event bus (sync_services.bus), sync and the ephemeral/per-user endpoints.
     sync_services: SyncServices | None = None
+    # Federation (ruma.federation.service): outbound client, keyring, inbound PDU pipeline.
+    federation: FederationServices | None = None
     # The room service: the single writer of room events, and its client endpoints.
     rooms: RoomServices | None = None
     # Long-lived services, started (in order) once the database is ready.
@@ -109,8 +112,13 @@ def build_homeserver(
     database: Database,
     signing_key: SigningKey,
     run_in_thread: ThreadRunner | None = None,
+    federation_agent: IAgent | None = None,
 ) -> Homeserver:
-    """Build the homeserver's object graph. Pure wiring: no I/O, nothing started."""
+    """Build the homeserver's object graph. Pure wiring: no I/O, nothing started.
+
+    ``federation_agent``: the outbound federation ``IAgent`` (tests pass an in-memory one);
+    by default a real one built from the config.
+    """
     if run_in_thread is None:
         run_in_thread = run_inline
     account_store = AccountStore(database)
@@ -171,6 +179,20 @@ def build_homeserver(
     hs.sync_services = SyncServices(clock=clock, db=database, events=hs.rooms.store)
     register_sync_routes(client, auth, hs.sync_services)
     hs.services.append(hs.sync_services)
+    hs.federation = FederationServices.build(
+        config=config,
+        reactor=reactor,
+        clock=clock,
+        db=database,
+        signing_key=signing_key,
+        store=hs.rooms.store,
+        writer=hs.rooms.writer,
+        typing=hs.sync_services.typing,
+        receipts=hs.sync_services.receipt_store,
+        presence=hs.sync_services.presence_store,
+        agent=federation_agent,
+    )
+    hs.federation_resource = hs.keys_resource = hs.federation.resource
     return hs
 
 
@@ -433,6 +455,13 @@ def open_database(config: HomeserverConfig, reactor: Any) -> Database:
         path = str(config.database.args["database"])
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         return Database.sqlite(reactor, path)
+    try:
+        __import__(config.database.name)
+    except ImportError:
+        raise ConfigError(
+            f"database.name: {config.database.name} is not installed "
+            f"(pip install {'psycopg2-binary' if config.database.name == 'psycopg2' else 'psycopg'})"
+        ) from None
     return Database.postgres(reactor, postgres_args(config), module=config.database.name)
 
 

@@ -10,12 +10,13 @@ from ruma.config import HomeserverConfig
 from ruma.errors import not_found
 from ruma.protocol.room_versions import KNOWN_ROOM_VERSIONS
 
-# The spec versions we claim. Every version below is one whose client-server API we implement
-# the mandatory parts of (register/login/sync/rooms). r0.x are listed because older clients
-# (and matrix-commander's /r0/login) still check them; v1.1 is the minimum mautrix bridges
-# accept. We stop at v1.12: later versions add authenticated media (v1.11 is already
-# media-on-/v1/) and OAuth-only features we do not serve, and claiming them would make
-# clients use endpoints that would 404. Raise this as the implementation catches up.
+# The spec versions we claim, chosen honestly: each is a version whose client-server API
+# Ruma means to implement in full (registration, login, sync, rooms, profiles, devices...).
+# r0.x stay listed because older clients (matrix-commander's /r0/login) still check them, and
+# mautrix bridges exit unless v1.1+ is listed. v1.11 makes clients fetch media from the
+# authenticated /_matrix/client/v1/media endpoints, which the media work serves. We stop at
+# v1.12: v1.13+ mostly add OAuth 2.0 / MSC-era features we do not serve yet. Raise this only
+# together with the features a version requires.
 SUPPORTED_SPEC_VERSIONS = (
     "r0.0.1",
     "r0.1.0",
