@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
@@ -30,6 +30,12 @@ class FederationAuthenticator:
         self._keyring = keyring
         self._server_name = server_name
         self._whitelist = set(domain_whitelist) if domain_whitelist is not None else None
+        self._origin_listeners: list[Callable[[str], None]] = []
+
+    def add_origin_listener(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(origin)`` after each request that authenticates (the federation
+        sender uses it to retry at once a server it was backing off from)."""
+        self._origin_listeners.append(listener)
 
     async def authenticate(self, request: IRequest, content: Any) -> str:
         """The origin server name of a correctly signed request; else 401 or 403."""
@@ -58,6 +64,11 @@ class FederationAuthenticator:
             except (KeyLookupError, XMatrixError) as e:
                 last_error = str(e)
                 continue
+            for listener in self._origin_listeners:
+                try:
+                    listener(auth.origin)
+                except Exception:
+                    self.log.failure("origin listener failed for {origin}", origin=auth.origin)
             return auth.origin
         self.log.info("refused federation request: {why}", why=last_error)
         raise MatrixError(401, Codes.UNAUTHORIZED, f"Invalid X-Matrix signature: {last_error}")
