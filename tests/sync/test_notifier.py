@@ -36,6 +36,7 @@ class NotifierTests(SynchronousTestCase):
         self.assertEqual(self.notifier.waiting, 1)
         d.cancel()
         self.hs.treq.flush()
+        self.failureResultOf(d)  # the client side sees its own cancellation
         self.assertEqual(self.notifier.waiting, 0)
 
     def test_stale_position_returns_at_once(self) -> None:
