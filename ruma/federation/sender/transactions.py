@@ -34,7 +34,7 @@ __all__ = ["MAX_EDUS", "MAX_PDUS", "Batch", "TransactionClient", "Transmitter", 
 MAX_PDUS = 50
 MAX_EDUS = 100
 # Rows read from the queue per batch: enough to fill a batch even when EDUs coalesce.
-READ_AHEAD = 500
+READ_AHEAD = MAX_PDUS + MAX_EDUS
 # Answers meaning "this transaction will never be accepted": drop it and go on.
 _PERMANENT = frozenset({400, 403, 413})
 
