@@ -33,6 +33,11 @@ CANONICALJSON_MIN_INT = -CANONICALJSON_MAX_INT
 # (hitting the interpreter recursion limit would depend on the caller's stack depth).
 _MAX_DEPTH = 256
 
+# Integer ranges for the fast paths (see _plain_ok). Lenient encoding has no limit, but
+# only integers within 64 bits skip the checking path.
+_STRICT_RANGE = (CANONICALJSON_MIN_INT, CANONICALJSON_MAX_INT)
+_LENIENT_RANGE = (-(2**63), 2**63 - 1)
+
 _canonical_encoder = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, separators=(",", ":"), sort_keys=True
 )
@@ -85,21 +90,84 @@ def _normalise(value: object, strict: bool, depth: int) -> object:
     raise CanonicalJSONError(f"{type(value).__name__} is not JSON serialisable")
 
 
+def _plain_ok(value: object, lo: int, hi: int, depth: int) -> bool:
+    """Whether ``value`` can go to the C encoder untouched, without the checking copy.
+
+    True only for trees of exactly ``dict``/``list`` (or the frozen subclasses), ``str``
+    keys, and ``str``/``bool``/``None``/``int`` in ``[lo, hi]`` leaves, nested no deeper
+    than the fixed limit. For such trees :func:`_normalise` would return an equal copy, so
+    encoding the original gives the same bytes. Anything else (floats, out-of-range
+    integers, tuples, other mappings, subclasses) answers False and takes the checking
+    path, which encodes it or raises exactly as before. Exact ``type()`` tests, not ABC
+    ``isinstance``, because this runs on every node of every PDU.
+    """
+    t = type(value)
+    if t is dict or t is FrozenDict:
+        if depth >= _MAX_DEPTH:
+            return False
+        depth += 1
+        for k, v in value.items():  # type: ignore[attr-defined]
+            if type(k) is not str:
+                return False
+            tv = type(v)
+            if tv is str or v is None or tv is bool:
+                continue
+            if tv is int:
+                if lo <= v <= hi:
+                    continue
+                return False
+            if not _plain_ok(v, lo, hi, depth):
+                return False
+        return True
+    if t is list or t is FrozenList:
+        if depth >= _MAX_DEPTH:
+            return False
+        depth += 1
+        for v in value:  # type: ignore[attr-defined]
+            tv = type(v)
+            if tv is str or v is None or tv is bool:
+                continue
+            if tv is int:
+                if lo <= v <= hi:
+                    continue
+                return False
+            if not _plain_ok(v, lo, hi, depth):
+                return False
+        return True
+    if t is str or value is None or t is bool:
+        return True
+    if t is int:
+        return lo <= value <= hi  # type: ignore[operator]
+    return False
+
+
+def _encode_checked(obj: object, strict: bool) -> bytes:
+    """The general path: a checked plain copy, then the C encoder."""
+    try:
+        plain = _normalise(obj, strict, 0)
+    except RecursionError as e:
+        raise CanonicalJSONError("JSON nested too deeply") from e
+    return _encode_plain(plain)
+
+
+def _encode_plain(plain: object) -> bytes:
+    """Encode a tree :func:`_plain_ok` accepted (or :func:`_normalise` returned)."""
+    try:
+        return _canonical_encoder.encode(plain).encode("utf-8")
+    except (UnicodeEncodeError, ValueError, RecursionError) as e:
+        # Lone surrogates cannot be UTF-8; they can never be canonical.
+        raise CanonicalJSONError(str(e)) from e
+
+
 def encode_canonical_json(obj: object, *, strict: bool = True) -> bytes:
     """Encode ``obj`` as canonical JSON bytes.
 
     ``strict=False`` tolerates floats and big integers, which only exist in events from
     rooms before v6; we still need to hash and verify those byte-exactly as they were sent.
     """
-    try:
-        plain = _normalise(obj, strict, 0)
-    except RecursionError as e:
-        raise CanonicalJSONError("JSON nested too deeply") from e
-    try:
-        return _canonical_encoder.encode(plain).encode("utf-8")
-    except (UnicodeEncodeError, ValueError, RecursionError) as e:
-        # Lone surrogates cannot be UTF-8; they can never be canonical.
-        raise CanonicalJSONError(str(e)) from e
+    if _plain_ok(obj, *(_STRICT_RANGE if strict else _LENIENT_RANGE), 0):
+        return _encode_plain(obj)
+    return _encode_checked(obj, strict)
 
 
 def encode_json(obj: object) -> bytes:
@@ -243,8 +311,54 @@ def _hashable(v: object) -> object:
     return v
 
 
+# Leaves freeze/thaw hand back as they are, tested by exact type before any ABC check.
+_SCALARS = frozenset({str, int, bool, float, type(None)})
+
+
 def freeze(value: Any) -> Any:
     """Deep-copy a JSON value into :class:`FrozenDict`/:class:`FrozenList`."""
+    t = type(value)
+    if t is dict:
+        return _freeze_dict(value)
+    if t is list:
+        return _freeze_list(value)
+    if t in _SCALARS or t is FrozenDict or t is FrozenList:
+        return value
+    return _freeze_other(value)
+
+
+def _freeze_dict(value: dict[Any, Any]) -> FrozenDict:
+    d: dict[Any, Any] = {}
+    for k, v in value.items():
+        t = type(v)
+        if t is dict:
+            d[k] = _freeze_dict(v)
+        elif t is list:
+            d[k] = _freeze_list(v)
+        elif t in _SCALARS:
+            d[k] = v
+        else:
+            d[k] = freeze(v)
+    return FrozenDict(d)
+
+
+def _freeze_list(value: list[Any]) -> FrozenList:
+    items: list[Any] = []
+    for v in value:
+        t = type(v)
+        if t is dict:
+            items.append(_freeze_dict(v))
+        elif t is list:
+            items.append(_freeze_list(v))
+        elif t in _SCALARS:
+            items.append(v)
+        else:
+            items.append(freeze(v))
+    return FrozenList(items)
+
+
+def _freeze_other(value: Any) -> Any:
+    # Subclasses, other mappings and tuples: the general rules.
     if isinstance(value, FrozenDict | FrozenList):
         return value
     if isinstance(value, Mapping):
@@ -262,6 +376,47 @@ def freeze(value: Any) -> Any:
 
 def thaw(value: Any) -> Any:
     """Deep-copy a (possibly frozen) JSON value into plain mutable dicts and lists."""
+    t = type(value)
+    if t is dict or t is FrozenDict:
+        return _thaw_dict(value)
+    if t is list or t is FrozenList:
+        return _thaw_list(value)
+    if t in _SCALARS:
+        return value
+    return _thaw_other(value)
+
+
+def _thaw_dict(value: dict[Any, Any]) -> dict[Any, Any]:
+    d = {}
+    for k, v in value.items():
+        t = type(v)
+        if t in _SCALARS:
+            d[k] = v
+        elif t is dict or t is FrozenDict:
+            d[k] = _thaw_dict(v)
+        elif t is list or t is FrozenList:
+            d[k] = _thaw_list(v)
+        else:
+            d[k] = _thaw_other(v)
+    return d
+
+
+def _thaw_list(value: list[Any]) -> list[Any]:
+    items = []
+    for v in value:
+        t = type(v)
+        if t in _SCALARS:
+            items.append(v)
+        elif t is dict or t is FrozenDict:
+            items.append(_thaw_dict(v))
+        elif t is list or t is FrozenList:
+            items.append(_thaw_list(v))
+        else:
+            items.append(_thaw_other(v))
+    return items
+
+
+def _thaw_other(value: Any) -> Any:
     if isinstance(value, Mapping):
         d = {}
         for k, v in value.items():
@@ -273,5 +428,3 @@ def thaw(value: Any) -> Any:
             items.append(thaw(v))
         return items
     return value
-
-
