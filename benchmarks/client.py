@@ -16,8 +16,9 @@ own users through ``/register``, so the server must allow it, as the test config
 With ``--compare-synapse`` a Synapse from PyPI runs on the same machine with the same
 settings (SQLite, rate limits raised, loopback, plain HTTP) and the figures of both servers
 are printed with the ratio Ruma/Synapse (higher is better for messages/s, lower is better for
-latency). Absolute figures drift on a shared machine; compare within one run. Every request
-has a timeout and every loop a bound. Servers started here are stopped by PID at the end.
+latency). Absolute figures drift on a shared machine; compare within one run (with
+``--runs N`` the servers take turns, run by run, and each figure is the median). Every
+request has a timeout and every loop a bound. Servers started here are stopped by PID at the end.
 """
 
 from __future__ import annotations
@@ -242,27 +243,43 @@ def mib(value: int | None) -> float | None:
     return None if value is None else round(value / 2**20, 1)
 
 
-async def measure_server(
+async def measure_servers(
     reactor: IReactorTime,
-    label: str,
-    base_url: str,
-    server: ServerProcess | None,
+    targets: Sequence[tuple[str, str, ServerProcess | None]],
     args: argparse.Namespace,
-) -> Figures:
-    rss_start = mib(server.rss_bytes()) if server else None
-    runs = []
+) -> dict[str, Figures | str]:
+    """Run the workloads ``args.runs`` times on every target, interleaved (run 1 on each
+    server, then run 2 on each, ...) so that drifting machine load hits both alike; each
+    figure is the median over the runs. A server that fails is reported by its error."""
+    rss_start = {label: mib(server.rss_bytes()) if server else None for label, _, server in targets}
+    runs: dict[str, list[Figures]] = {label: [] for label, _, _ in targets}
+    failed: dict[str, str] = {}
     for n in range(args.runs):
-        log(f"{label}: run {n + 1}/{args.runs}")
-        runs.append(await benchmark(reactor, base_url, args, label))
-    figures = Figures(
-        sequential_msgs_per_s=statistics.median(r.sequential_msgs_per_s for r in runs),
-        concurrent_msgs_per_s=statistics.median(r.concurrent_msgs_per_s for r in runs),
-        latency_median_ms=statistics.median(r.latency_median_ms for r in runs),
-        latency_p95_ms=statistics.median(r.latency_p95_ms for r in runs),
-        rss_after_start_mib=rss_start,
-        rss_after_runs_mib=mib(server.rss_bytes()) if server else None,
-    )
-    return figures
+        for label, url, server in targets:
+            if label in failed:
+                continue
+            log(f"{label}: run {n + 1}/{args.runs}")
+            try:
+                runs[label].append(await benchmark(reactor, url, args, label))
+            except Exception as e:  # noqa: BLE001 - one server failing still reports the other
+                failed[label] = str(e).splitlines()[0][:200]
+                log(f"{label} failed: {e}")
+                if server is not None:
+                    log(server.log_tail(20))
+    results: dict[str, Figures | str] = dict(failed)
+    for label, _, server in targets:
+        if label in failed:
+            continue
+        done = runs[label]
+        results[label] = Figures(
+            sequential_msgs_per_s=statistics.median(r.sequential_msgs_per_s for r in done),
+            concurrent_msgs_per_s=statistics.median(r.concurrent_msgs_per_s for r in done),
+            latency_median_ms=statistics.median(r.latency_median_ms for r in done),
+            latency_p95_ms=statistics.median(r.latency_p95_ms for r in done),
+            rss_after_start_mib=rss_start[label],
+            rss_after_runs_mib=mib(server.rss_bytes()) if server else None,
+        )
+    return results
 
 
 def fmt(value: float | None, unit: str) -> str:
@@ -346,14 +363,7 @@ async def main(reactor: IReactorTime, args: argparse.Namespace) -> None:
                 targets.append(("synapse", synapse.base_url, synapse))
             else:
                 results["synapse"] = why
-        for label, url, server in targets:
-            try:
-                results[label] = await measure_server(reactor, label, url, server, args)
-            except Exception as e:  # noqa: BLE001 - one server failing still reports the other
-                results[label] = str(e).splitlines()[0][:200]
-                log(f"{label} failed: {e}")
-                if server is not None:
-                    log(server.log_tail(20))
+        results.update(await measure_servers(reactor, targets, args))
         # Keep the table's column order stable: ruma first.
         order = [n for n in ("ruma", args.name, "synapse") if n in results]
         report({n: results[n] for n in dict.fromkeys(order)}, args)
