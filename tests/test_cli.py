@@ -153,3 +153,24 @@ class CliTests(SynchronousTestCase):
         code, _ = self.run_cli("register-user", "-c", self.config_path, "--user", "a b", "-p", "x")
         self.assertEqual(code, 1)
         self.assertIn("User ID can only contain", self.stderr.getvalue())
+
+    def test_register_while_database_is_open(self) -> None:
+        """With another connection mid-read (a running server), register-user still commits."""
+        import sqlite3
+
+        self.generate()
+        # Let the server's schema exist first, as it would.
+        self.assertEqual(
+            self.run_cli("register-user", "-c", self.config_path, "--user", "a", "-p", "x")[0], 0
+        )
+        path = str(load_config(self.config_path).database.args["database"])
+        server = sqlite3.connect(path, isolation_level=None)
+        self.addCleanup(server.close)
+        server.execute("BEGIN")
+        server.execute("SELECT COUNT(*) FROM users").fetchone()
+        code, _ = self.run_cli("register-user", "-c", self.config_path, "--user", "b", "-p", "x")
+        self.assertEqual(code, 0, self.stderr.getvalue())
+        # The reader's snapshot is unchanged until it ends its transaction (WAL).
+        self.assertEqual(server.execute("SELECT COUNT(*) FROM users").fetchone(), (1,))
+        server.execute("COMMIT")
+        self.assertEqual(server.execute("SELECT COUNT(*) FROM users").fetchone(), (2,))

@@ -154,3 +154,45 @@ class RealReactorTests(TestCase):
         self.assertEqual(fatal, [])
         await service.stopService()
         self.assertEqual(listener.ports, [])
+
+
+class SiteTests(SynchronousTestCase):
+    def test_access_log_hides_tokens(self) -> None:
+        """The access log line never contains an access token from the query string."""
+        from twisted.web.server import Request
+        from twisted.web.test.requesthelper import DummyChannel
+
+        request = Request(DummyChannel())
+        request.uri = b"/_matrix/client/v3/sync?access_token=SECRET&since=1"
+        request.method = b"GET"
+        request.clientproto = b"HTTP/1.1"
+        line = tap._access_log("-", request)
+        self.assertNotIn("SECRET", line)
+        self.assertIn("access_token=<redacted>&since=1", line)
+
+    def test_forwarded_request(self) -> None:
+        """Behind a proxy (x_forwarded) the client is the first X-Forwarded-For hop."""
+        from twisted.web.test.requesthelper import DummyChannel
+
+        request = tap.ForwardedRequest(DummyChannel())
+        request.requestHeaders.addRawHeader(b"X-Forwarded-For", b"203.0.113.9, 10.0.0.1")
+        request.requestHeaders.addRawHeader(b"X-Forwarded-Proto", b"https")
+        self.assertEqual(request.getClientAddress().host, "203.0.113.9")  # type: ignore[attr-defined]
+        self.assertTrue(request.isSecure())
+        plain = tap.ForwardedRequest(DummyChannel())
+        self.assertNotEqual(plain.getClientAddress().host, "203.0.113.9")  # type: ignore[attr-defined]
+
+    def test_listener_without_client_resource(self) -> None:
+        """A listener that does not serve 'client' answers client paths with 404 JSON."""
+        from treq.testing import StubTreq
+
+        from tests.harness import make_homeserver
+
+        hs = make_homeserver(self)
+        treq = StubTreq(hs.hs.root_resource(("federation",)))
+        d = treq.get("http://test/_matrix/client/versions")
+        treq.flush()
+        response = self.successResultOf(d)
+        self.assertEqual(response.code, 404)
+        body = json.loads(self.successResultOf(response.content()))
+        self.assertEqual(body["errcode"], "M_UNRECOGNIZED")

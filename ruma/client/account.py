@@ -301,8 +301,15 @@ class AccountEndpoints:
         return result
 
     async def on_refresh(self, request: IRequest) -> JsonDict:
+        # We never issue refresh tokens, so every refresh token is unknown: the spec's answer
+        # is 401 M_UNKNOWN_TOKEN, which makes the client log in again.
+        body = parse_json_object(request)
+        body_str(body, "refresh_token")
         raise MatrixError(
-            400, Codes.UNKNOWN, "This server does not issue refresh tokens", soft_logout=False
+            401,
+            Codes.UNKNOWN_TOKEN,
+            "Unknown refresh token: this server does not issue refresh tokens",
+            soft_logout=False,
         )
 
     async def on_logout(self, request: IRequest) -> JsonDict:

@@ -6,6 +6,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from ruma.client.auth import Requester
 from tests.harness import make_homeserver
 
 DUMMY = {"type": "m.login.dummy"}
@@ -556,3 +557,96 @@ class DiscoveryTests(SynchronousTestCase):
         self.assertEqual(hs.request("GET", "/account/3pid", token=token), (200, {"threepids": []}))
 
 
+
+
+class _OneAppservice:
+    """A stand-in for the appservice registry: one as_token, namespace @bridge_*."""
+
+    def __init__(self, server_name: str) -> None:
+        self.server_name = server_name
+
+    async def requester_for_token(
+        self, token: str, user_id: str | None, device_id: str | None
+    ) -> Requester | None:
+        if token != "as_token":
+            return None
+        return Requester(
+            user_id=user_id or f"@bridgebot:{self.server_name}",
+            device_id=device_id,
+            token_id=None,
+            appservice_id="bridge",
+        )
+
+    async def can_register(self, appservice_id: str, user_id: str) -> bool:
+        return user_id.startswith("@bridge_")
+
+
+class AppserviceHookTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.hs = make_homeserver(self, config_overrides={"enable_registration": False})
+        self.hs.hs.auth.appservices = _OneAppservice("test")
+
+    def test_as_token_authenticates_and_masquerades(self) -> None:
+        """An as_token authenticates through the hook, acting as ?user_id= when given."""
+        code, body = self.hs.request("GET", "/account/whoami", token="as_token")
+        self.assertEqual((code, body["user_id"]), (200, "@bridgebot:test"))
+        code, body = self.hs.request(
+            "GET", "/account/whoami?user_id=%40bridge_x%3Atest", token="as_token"
+        )
+        self.assertEqual(body["user_id"], "@bridge_x:test")
+
+    def test_appservice_registration(self) -> None:
+        """m.login.application_service registers in-namespace users even with registration off."""
+        body = {"type": "m.login.application_service", "username": "bridge_alice"}
+        code, resp = self.hs.request(
+            "POST", "/register", {**body, "auth": {"type": "m.login.application_service"}},
+            token="as_token",
+        )  # fmt: skip
+        self.assertEqual((code, resp["user_id"]), (200, "@bridge_alice:test"))
+        code, resp = self.hs.request(
+            "POST", "/register", {"username": "bridge_alice", "auth": {"type": "m.login.application_service"}},
+            token="as_token",
+        )  # fmt: skip
+        self.assertEqual((code, resp["errcode"]), (400, "M_USER_IN_USE"))
+        code, resp = self.hs.request(
+            "POST", "/register", {"username": "alice", "auth": {"type": "m.login.application_service"}},
+            token="as_token",
+        )  # fmt: skip
+        self.assertEqual((code, resp["errcode"]), (400, "M_EXCLUSIVE"))
+        code, resp = self.hs.request(
+            "POST", "/register", {"username": "bridge_b", "auth": {"type": "m.login.application_service"}},
+        )  # fmt: skip
+        self.assertEqual((code, resp["errcode"]), (401, "M_MISSING_TOKEN"))
+
+    def test_appservice_login(self) -> None:
+        """An appservice can log in as one of its users and gets a normal device and token."""
+        self.hs.request(
+            "POST", "/register", {"username": "bridge_alice", "auth": {"type": "m.login.application_service"}},
+            token="as_token",
+        )  # fmt: skip
+        _, flows = self.hs.request("GET", "/login")
+        self.assertIn({"type": "m.login.application_service"}, flows["flows"])
+        code, body = self.hs.request(
+            "POST",
+            "/login",
+            {"type": "m.login.application_service", "identifier": {"type": "m.id.user", "user": "bridge_alice"}},
+            token="as_token",
+        )
+        self.assertEqual((code, body["user_id"]), (200, "@bridge_alice:test"))
+        code, _ = self.hs.request(
+            "POST", "/login",
+            {"type": "m.login.application_service", "identifier": {"type": "m.id.user", "user": "bridge_alice"}},
+        )  # fmt: skip
+        self.assertEqual(code, 401)
+
+
+class RefreshTests(SynchronousTestCase):
+    def test_refresh_tokens_are_never_known(self) -> None:
+        """We issue no refresh tokens, so /refresh says the token is unknown (401)."""
+        hs = make_homeserver(self)
+        code, body = hs.request("POST", "/refresh", {"refresh_token": "x"})
+        self.assertEqual((code, body["errcode"], body["soft_logout"]), (401, "M_UNKNOWN_TOKEN", False))
+        code, _ = hs.request("POST", "/_matrix/client/v1/refresh", {"refresh_token": "x"})
+        self.assertEqual(code, 401)
+        code, body = hs.request("POST", "/refresh", {})
+        self.assertEqual((code, body["errcode"]), (400, "M_MISSING_PARAM"))
