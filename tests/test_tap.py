@@ -155,6 +155,46 @@ class RealReactorTests(TestCase):
         await service.stopService()
         self.assertEqual(listener.ports, [])
 
+    async def test_serves_https(self) -> None:
+        """A tls: true listener serves HTTPS with the configured certificate (chain verified)."""
+        from twisted.internet.ssl import Certificate
+        from twisted.web.client import BrowserLikePolicyForHTTPS
+
+        from tests.interop.processes import make_test_ca
+
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        leaf = make_test_ca(os.path.join(directory, "ca")).issue()
+        path = write_config(
+            directory,
+            tls_certificate_path=str(leaf.cert_path),
+            tls_private_key_path=str(leaf.key_path),
+            listeners=[
+                {
+                    "port": 0,
+                    "bind_addresses": ["127.0.0.1"],
+                    "tls": True,
+                    "resources": [{"names": ["client"]}],
+                }
+            ],
+        )
+        service = tap.make_service_from_config(load_config(path), reactor, lambda m: None)
+        service.startService()
+        self.addCleanup(service.stopService)
+        await service.ready
+        listener = next(s for s in service if isinstance(s, tap.ListenerService))
+        port = listener.ports[0].getHost().port
+        with open(leaf.ca_cert_path, "rb") as f:
+            trust = Certificate.loadPEM(f.read())
+        agent = Agent(
+            reactor,
+            contextFactory=BrowserLikePolicyForHTTPS(trustRoot=trust),
+            pool=HTTPConnectionPool(reactor, persistent=False),
+        )
+        response = await HTTPClient(agent).get(f"https://localhost:{port}/_matrix/client/versions")
+        self.assertEqual(response.code, 200)
+        self.assertIn("versions", json.loads(await response.content()))
+
 
 class SiteTests(SynchronousTestCase):
     def test_access_log_hides_tokens(self) -> None:
