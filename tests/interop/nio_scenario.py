@@ -104,9 +104,14 @@ class Scenario:
             return
         await self.step("messages seen through incremental /sync", self.messages_via_sync, False)
         await self.step("messages seen through /messages", self.messages_via_pagination, False)
+        await self.step("room name and topic seen by the invitee", self.name_and_topic, False)
+        await self.step(
+            "a fresh limited /sync, then /messages from its prev_batch", self.gap_fill, False
+        )
         await self.step("typing notification seen by the other user", self.typing, False)
         await self.step("read receipt seen by the other user", self.receipts, False)
         await self.step("display name change propagated to the room", self.profile_change, False)
+        await self.step("bob leaves; both /syncs show it", self.leave, False)
 
     async def core(self) -> None:
         async def register(client: AsyncClient, name: str) -> str:
@@ -222,6 +227,69 @@ class Scenario:
         kinds = [type(e).__name__ for e in response.chunk]
         expect("RoomCreateEvent" in kinds, f"the room's creation is reachable: {kinds}")
         return bodies
+
+    async def name_and_topic(self) -> dict[str, Any]:
+        room = self.bob.rooms.get(self.room_id)
+        expect(room is not None, "bob's client has no such room")
+        assert room is not None
+        got = {"name": room.name, "topic": room.topic}
+        expect(got == {"name": "Interop room", "topic": "nio scenario"}, f"bob sees {got}")
+        return got
+
+    async def gap_fill(self) -> list[str | None]:
+        """What a client does on a new device: a short initial sync, then back-paginate."""
+        config = AsyncClientConfig(encryption_enabled=False, store_sync_tokens=False)
+        fresh = AsyncClient(self.homeserver, self.bob_name, config=config)
+        try:
+            check(await fresh.login(PASSWORD, device_name="nio second device"), "login")
+            response = await fresh.sync(timeout=0, sync_filter={"room": {"timeline": {"limit": 2}}})
+            check(response, "limited initial sync")
+            assert isinstance(response, SyncResponse)
+            room = response.rooms.join.get(self.room_id)
+            expect(room is not None, "the room is not in the new device's initial sync")
+            assert room is not None
+            timeline = room.timeline
+            ids = [e.event_id for e in timeline.events]
+            expect(len(ids) == 2, f"timeline limit 2 gave {len(ids)} events")
+            expect(timeline.limited, "a 2-event window on a longer room is not marked limited")
+            expect(bool(timeline.prev_batch), "no prev_batch on a limited timeline")
+            older: list[str] = []
+            token = timeline.prev_batch
+            for _ in range(10):
+                page = await fresh.room_messages(
+                    self.room_id, start=token, direction=MessageDirection.back, limit=5
+                )
+                check(page, "/messages from prev_batch")
+                assert isinstance(page, RoomMessagesResponse)
+                older += [e.event_id for e in page.chunk]
+                if not page.chunk or not page.end or page.end == token:
+                    break
+                token = page.end
+            overlap = set(ids) & set(older)
+            expect(not overlap, f"/messages from prev_batch repeats timeline events {overlap}")
+            whole = list(reversed(older)) + ids
+            mine = [e for e in whole if e in self.sent]
+            expect(mine == self.sent, f"timeline + history gives {mine}, sent {self.sent}")
+            return [str(len(older)), "events before the window"]
+        finally:
+            await fresh.close()
+
+    async def leave(self) -> str:
+        check(await self.bob.room_leave(self.room_id), "leave")
+
+        def alice_sees_leave(r: SyncResponse) -> bool:
+            room = r.rooms.join.get(self.room_id)
+            return room is not None and any(
+                getattr(e, "state_key", None) == self.bob.user_id
+                and getattr(e, "membership", None) == "leave"
+                for e in list(room.timeline.events) + list(room.state)
+            )
+
+        await self.sync_until(self.alice, alice_sees_leave, "bob's leave in alice's timeline")
+        await self.sync_until(
+            self.bob, lambda r: self.room_id in r.rooms.leave, "the room in bob's rooms.leave"
+        )
+        return "left"
 
     async def typing(self) -> list[str]:
         check(await self.alice.room_typing(self.room_id, True, timeout=10_000), "typing on")
