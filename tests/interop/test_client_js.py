@@ -85,8 +85,10 @@ class JsSdkAgainstRumaTests(TestCase):
 
     def test_two_users_chat(self) -> None:
         """Two matrix-js-sdk clients log in, reach PREPARED, set a profile, create a room,
-        invite and join, exchange messages seen live and through /messages, and see typing,
-        read receipts and a display-name change, through a real Ruma over loopback."""
+        invite and join, exchange messages seen live and through /messages, see the room's
+        name and topic, scroll back from a short initial sync on a new device, see typing,
+        read receipts and a display-name change, and leave, through a real Ruma on
+        loopback."""
         ensure_js_sdk()
         server = start_ruma(self)
         run_js(self, server)

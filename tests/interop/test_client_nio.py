@@ -41,8 +41,9 @@ class NioAgainstRumaTests(TestCase):
 
     def test_two_users_chat(self) -> None:
         """Two nio clients register, set a profile, create a room, invite and join, exchange
-        messages seen through /sync and /messages, see each other's typing and read
-        receipts and a display-name change, all through a real Ruma over loopback."""
+        messages seen through /sync and /messages, see the room's name and topic, gap-fill
+        from a limited sync's prev_batch on a new device, see each other's typing, read
+        receipts and a display-name change, and leave, all through a real Ruma on loopback."""
         server = start_ruma(self)
         run_nio(self, server)
 

@@ -6,8 +6,9 @@
 //
 // Both users must exist. Each logs in, starts a syncing client and waits for PREPARED; then
 // alice sets her profile, creates a room and invites bob, bob joins, they exchange messages
-// (seen through the live timeline and through /messages), typing, read receipts, and alice's
-// rename reaches bob's member list. The SDK's own logging goes to stderr; stdout carries one
+// (seen through the live timeline and through /messages), the room's name and topic reach
+// bob, a new device with a 2-event initial sync scrolls back to every message, typing, read
+// receipts, alice's rename reaches bob's member list, and bob leaves. The SDK's own logging goes to stderr; stdout carries one
 // JSON object: {"ok": bool, "steps": [{"name", "ok", "detail"}]}. Core steps stop the
 // scenario when they fail; the later checks are independent. Every wait has a deadline.
 
@@ -188,6 +189,37 @@ async function checks() {
         return bodies;
     }, false);
 
+    await step("room name and topic seen by the invitee", async () => {
+        const room = bob.getRoom(roomId);
+        const topic = room?.currentState.getStateEvents("m.room.topic", "")?.getContent().topic;
+        const got = { name: room?.name, topic };
+        expect(got.name === "JS interop room" && got.topic === "matrix-js-sdk scenario",
+            `bob sees ${JSON.stringify(got)}`);
+        return got;
+    }, false);
+
+    await step("a new device with a 2-event initial sync scrolls back to every message", async () => {
+        // What Element does on a fresh login: a short window from /sync, then back-paginate
+        // from the timeline's prev_batch through /messages.
+        const fresh = await login(bobName, bobPassword);
+        clients.push(fresh);
+        await fresh.startClient({ initialSyncLimit: 2, lazyLoadMembers: true });
+        await waitPrepared(fresh);
+        const room = await until("the room in the new device's client", () => fresh.getRoom(roomId));
+        const ids = () => room.getLiveTimeline().getEvents().map((e) => e.getId());
+        const window = ids().filter((id) => sent.includes(id));
+        expect(window.length <= 2, `a 2-event initial sync showed ${window.length} messages`);
+        for (let i = 0; i < 10 && !sent.every((id) => ids().includes(id)); i++) {
+            await fresh.scrollback(room, 5);
+        }
+        const order = ids().filter((id) => sent.includes(id));
+        expect(JSON.stringify(order) === JSON.stringify(sent), `after scrollback: ${order}, sent ${sent}`);
+        const unique = new Set(ids());
+        expect(unique.size === ids().length, "scrollback duplicated events in the timeline");
+        fresh.stopClient();
+        return order;
+    }, false);
+
     await step("typing notification seen by the other user", async () => {
         await alice.sendTyping(roomId, true, 10000);
         const member = () => bob.getRoom(roomId)?.getMember(alice.getUserId());
@@ -216,6 +248,14 @@ async function checks() {
         await until("alice's new name in bob's member list",
             () => bob.getRoom(roomId)?.getMember(alice.getUserId())?.name === "Alice JS Renamed");
         return "Alice JS Renamed";
+    }, false);
+
+    await step("bob leaves; alice sees it and bob's client moves the room to leave", async () => {
+        await bob.leave(roomId);
+        await until("bob's leave in alice's client",
+            () => alice.getRoom(roomId)?.getMember(bob.getUserId())?.membership === "leave");
+        await until("the room as left in bob's client", () => bob.getRoom(roomId)?.getMyMembership() === "leave");
+        return "left";
     }, false);
 }
 
