@@ -115,14 +115,23 @@ class AccountEndpoints:
         if kind not in ("user", "guest"):
             raise MatrixError(400, Codes.INVALID_PARAM, "kind must be 'user' or 'guest'")
         body = parse_json_object_or_empty(request)
-        self.rc_registration.check(client_ip(request))
+        auth = body_dict(body, "auth", required=False)
+        # Appservices register their users without limits; older ones (r0 era) put the type
+        # at the top level instead of in 'auth'.
+        if (auth is not None and auth.get("type") == LOGIN_APPSERVICE) or body.get(
+            "type"
+        ) == LOGIN_APPSERVICE:
+            return await self._register_appservice(request, body)
+
+        # Only completed registrations count against the address; failed attempts and UIA
+        # round trips do not.
+        ip = client_ip(request)
+        self.rc_registration.check(ip, update=False)
 
         if kind == "guest":
-            return await self._register_guest(body)
-
-        auth = body_dict(body, "auth", required=False)
-        if auth is not None and auth.get("type") == LOGIN_APPSERVICE:
-            return await self._register_appservice(request, body)
+            result = await self._register_guest(body)
+            self.rc_registration.record(ip)
+            return result
 
         if not self._config.enable_registration:
             raise forbidden("Registration has been disabled")
@@ -169,6 +178,7 @@ class AccountEndpoints:
                 raise MatrixError(401, Codes.UNAUTHORIZED, "Registration token used up")
 
         user_id = await self._accounts.register(username, password)
+        self.rc_registration.record(ip)
         return await self._registration_result(user_id, device_id, display_name, inhibit_login)
 
     async def _registration_result(
@@ -256,8 +266,9 @@ class AccountEndpoints:
 
     async def on_login(self, request: IRequest) -> JsonDict:
         body = parse_json_object(request)
-        self.rc_login_address.check(client_ip(request))
         login_type = body_str(body, "type")
+        if login_type != LOGIN_APPSERVICE:
+            self.rc_login_address.check(client_ip(request))
         if login_type == LOGIN_APPSERVICE:
             requester = await self._auth.get_requester(request)
             if requester.appservice_id is None:

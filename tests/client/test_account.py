@@ -650,3 +650,40 @@ class RefreshTests(SynchronousTestCase):
         self.assertEqual(code, 401)
         code, body = hs.request("POST", "/refresh", {})
         self.assertEqual((code, body["errcode"]), (400, "M_MISSING_PARAM"))
+
+
+class AppserviceRegistrationLimitsTests(SynchronousTestCase):
+    def test_appservices_are_not_registration_limited(self) -> None:
+        """A bridge creating many puppets is not held back by rc_registration, and the
+        r0-era top-level 'type' works too."""
+        hs = make_homeserver(
+            self,
+            config_overrides={"rc_registration": {"per_second": 0.01, "burst_count": 1}},
+        )
+        hs.hs.auth.appservices = _OneAppservice("test")
+        for i in range(5):
+            code, body = hs.request(
+                "POST",
+                "/register",
+                {"type": "m.login.application_service", "username": f"bridge_{i}"},
+                token="as_token",
+            )
+            self.assertEqual((code, body.get("user_id")), (200, f"@bridge_{i}:test"))
+
+    def test_failed_attempts_do_not_use_up_registrations(self) -> None:
+        """UIA round trips and refused names do not count against rc_registration."""
+        hs = make_homeserver(
+            self,
+            config_overrides={"rc_registration": {"per_second": 0.01, "burst_count": 1}},
+        )
+        for _ in range(3):
+            self.assertEqual(hs.request("POST", "/register", {"username": "a", "password": "pw"})[0], 401)
+            self.assertEqual(
+                hs.request("POST", "/register", {"username": "_a", "password": "pw", "auth": DUMMY})[0],
+                400,
+            )
+        self.assertEqual(
+            hs.request("POST", "/register", {"username": "a", "password": "pw", "auth": DUMMY})[0], 200
+        )
+        code, body = hs.request("POST", "/register", {"username": "b", "password": "pw", "auth": DUMMY})
+        self.assertEqual((code, body["errcode"]), (429, "M_LIMIT_EXCEEDED"))
