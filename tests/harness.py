@@ -22,6 +22,7 @@ from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.iweb import IAgent
 
 from ruma.accounts import run_inline
 from ruma.config import HomeserverConfig, config_for_tests
@@ -118,7 +119,10 @@ def make_homeserver(
     *,
     server_name: str = "test",
     config_overrides: Mapping[str, Any] | None = None,
+    federation_agent: IAgent | None = None,
 ) -> TestHomeserver:
+    """A homeserver named ``server_name``; give several the same ``federation_agent``
+    (``tests.federation.memory.MemoryFederationAgent``) to let them federate in memory."""
     data_dir = os.path.abspath(test_case.mktemp())
     os.makedirs(data_dir)
     overrides = dict(_TEST_DEFAULTS)
@@ -135,5 +139,6 @@ def make_homeserver(
         database=db,
         signing_key=generate_signing_key("test"),
         run_in_thread=run_inline,
+        federation_agent=federation_agent,
     )
     return TestHomeserver(test_case, hs)
