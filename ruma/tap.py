@@ -42,6 +42,7 @@ from ruma.client.sync import register_sync_routes
 from ruma.client.versions import DiscoveryEndpoints
 from ruma.config import ConfigError, HomeserverConfig, ListenerConfig, generate_config, load_config
 from ruma.errors import Codes
+from ruma.federation.sender import FederationSender, build_federation_sender
 from ruma.federation.service import FederationServices
 from ruma.protocol.signing import (
     SigningKey,
@@ -86,6 +87,8 @@ class Homeserver:
     sync_services: SyncServices | None = None
     # Federation (ruma.federation.service): outbound client, keyring, inbound PDU pipeline.
     federation: FederationServices | None = None
+    # The federation sender (ruma.federation.sender): our PDUs and EDUs to other servers.
+    federation_sender: FederationSender | None = None
     # The room service: the single writer of room events, and its client endpoints.
     rooms: RoomServices | None = None
     # Long-lived services, started (in order) once the database is ready.
@@ -193,6 +196,21 @@ def build_homeserver(
         agent=federation_agent,
     )
     hs.federation_resource = hs.keys_resource = hs.federation.resource
+    whitelist = hs.federation.config.domain_whitelist
+    hs.federation_sender = build_federation_sender(
+        db=database,
+        bus=hs.sync_services.bus,
+        clock=clock,
+        server_name=config.server_name,
+        events=hs.rooms.store,
+        client=hs.federation.client,
+        typing=hs.sync_services.typing,
+        receipts=hs.sync_services.receipt_store,
+        presence=hs.sync_services.presence_store if config.presence_enabled else None,
+        allowed=whitelist.__contains__ if whitelist is not None else None,
+    )
+    hs.federation.authenticator.add_origin_listener(hs.federation_sender.peer_is_back)
+    hs.services.append(hs.federation_sender)
     return hs
 
 
@@ -388,9 +406,9 @@ class HomeserverService(MultiService):
             self.log.failure("startup failed", failure)
             message = f"startup failed: {failure.getErrorMessage()}"
         self.log.critical("{message}", message=message)
+        self._on_fatal(message)
         if not self.ready.called:
             self.ready.errback(failure)
-        self._on_fatal(message)
 
     def stopService(self) -> Deferred[Any]:
         if self._starting is not None and not self._starting.called:

@@ -11,6 +11,8 @@ from treq.client import HTTPClient
 from twisted.application.service import MultiService
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.error import CannotListenError
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
@@ -236,3 +238,31 @@ class SiteTests(SynchronousTestCase):
         self.assertEqual(response.code, 404)
         body = json.loads(self.successResultOf(response.content()))
         self.assertEqual(body["errcode"], "M_UNRECOGNIZED")
+
+
+class _PortsTakenReactor(MemoryReactorClock):
+    """A memory reactor on which every port is already in use."""
+
+    def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> Any:
+        raise CannotListenError(interface, port, OSError(98, "Address already in use"))
+
+
+class StartupFailureTests(SynchronousTestCase):
+    def test_port_in_use_is_fatal(self) -> None:
+        """A port that cannot be opened stops startup with a message naming it."""
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        config = load_config(write_config(directory))
+        os.makedirs(config.data_dir)
+        fatal: list[str] = []
+        service = tap.make_service_from_config(
+            config,
+            _PortsTakenReactor(),
+            fatal.append,
+            database=Database.inline(Engine.SQLITE, str(config.database.args["database"])),
+        )
+        service.startService()
+        self.failureResultOf(service.ready, tap.ListenError)
+        self.assertEqual(len(fatal), 1)
+        self.assertTrue(fatal[0].startswith("refusing to start: cannot listen on 127.0.0.1 port 0"))
+        self.successResultOf(service.stopService())
