@@ -999,3 +999,30 @@ def register_session(base_url: str, localpart: str, password: str) -> Session:
     if status != 200 or not isinstance(decoded, dict):
         raise AssertionError(f"registering {localpart}: {status} {decoded}")
     return Session(base_url, decoded["user_id"], decoded["access_token"])
+
+
+#: Log markers of an error nobody handled (twisted.logger's level tag, Deferred GC reports).
+UNHANDLED_MARKERS = (
+    "#critical]",
+    "Unhandled error",
+    "Unhandled Error",
+    "Unhandled error in Deferred",
+)
+
+
+def unhandled_errors(server: ServerProcess, limit: int = 20) -> list[str]:
+    """Lines of the server's logs that report an unhandled error or a critical event.
+
+    A normal client session must leave none: each one is a request that blew up or a
+    background task that failed with nobody listening.
+    """
+    found: list[str] = []
+    for path in (server.stdout_path, server.stderr_path):
+        if not path.exists():
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            if any(marker in line for marker in UNHANDLED_MARKERS):
+                found.append(line[:300])
+                if len(found) >= limit:
+                    return found
+    return found

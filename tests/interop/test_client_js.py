@@ -25,6 +25,7 @@ from tests.interop.processes import (
     run_json_script,
     start_ruma,
     start_synapse,
+    unhandled_errors,
 )
 
 JS_DIR = Path(__file__).with_name("js")
@@ -92,6 +93,7 @@ class JsSdkAgainstRumaTests(TestCase):
         ensure_js_sdk()
         server = start_ruma(self)
         run_js(self, server)
+        self.assertEqual(unhandled_errors(server), [], "the session left unhandled errors")
 
 
 class JsSdkAgainstSynapseTests(TestCase):

@@ -19,6 +19,7 @@ from tests.interop.processes import (
     run_json_script,
     start_ruma,
     start_synapse,
+    unhandled_errors,
 )
 
 SCRIPT = Path(__file__).with_name("nio_scenario.py")
@@ -46,6 +47,7 @@ class NioAgainstRumaTests(TestCase):
         receipts and a display-name change, and leave, all through a real Ruma on loopback."""
         server = start_ruma(self)
         run_nio(self, server)
+        self.assertEqual(unhandled_errors(server), [], "the session left unhandled errors")
 
 
 class NioAgainstSynapseTests(TestCase):
