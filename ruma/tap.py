@@ -28,10 +28,12 @@ from twisted.web.iweb import IAgent, IRequest
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
+import ruma
 from ruma.accounts import AccountService, PasswordHasher, UserInteractiveAuth, run_inline
 from ruma.accounts.passwords import ThreadRunner
-from ruma.admin.register import SharedSecretRegistration
+from ruma.admin.register import ServerVersion, SharedSecretRegistration
 from ruma.client.account import AccountEndpoints
+from ruma.client.admin import AdminEndpoints
 from ruma.client.auth import Authenticator
 from ruma.client.devices import DeviceEndpoints
 from ruma.client.directory import DirectoryEndpoints
@@ -140,6 +142,8 @@ def build_homeserver(
     DeviceEndpoints(
         accounts=accounts, auth=auth, account_endpoints=account_endpoints
     ).register_routes(client)
+    AdminEndpoints(accounts=accounts, auth=auth).register_routes(client)
+    ServerVersion(f"Ruma {ruma.__version__}").register_routes(client)
     SharedSecretRegistration(
         shared_secret=config.registration_shared_secret,
         clock=clock,

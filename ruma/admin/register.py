@@ -118,3 +118,16 @@ class SharedSecretRegistration:
             "home_server": self._accounts.server_name,
             "device_id": login.device_id,
         }
+
+
+class ServerVersion:
+    """``/_synapse/admin/v1/server_version``, which operators' tools probe first."""
+
+    def __init__(self, version: str) -> None:
+        self._version = version
+
+    def register_routes(self, router: ClientRouter) -> None:
+        router.route_raw("/_synapse/admin/v1/server_version", ["GET"])(self.on_get)
+
+    async def on_get(self, request: IRequest) -> JsonDict:
+        return {"server_version": self._version}

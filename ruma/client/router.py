@@ -133,6 +133,10 @@ class ClientRouter:
             args = {k: unquote(v) for k, v in kwargs.items()}
             try:
                 result = await f(request, **args)
+                if isinstance(result, tuple):
+                    status, body = result
+                    return write_json(request, status, body)
+                return write_json(request, 200, result)
             except MatrixError as e:
                 return write_json(request, e.http_status, e.to_json())
             except Exception:
@@ -144,10 +148,6 @@ class ClientRouter:
                 return write_json(
                     request, 500, {"errcode": Codes.UNKNOWN.value, "error": "Internal server error"}
                 )
-            if isinstance(result, tuple):
-                status, body = result
-                return write_json(request, status, body)
-            return write_json(request, 200, result)
 
         call.__name__ = getattr(f, "__name__", "handler")
         return call

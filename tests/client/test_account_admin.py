@@ -103,3 +103,32 @@ class SharedSecretRegistrationTests(SynchronousTestCase):
         """Without registration_shared_secret the endpoint refuses."""
         hs = make_homeserver(self, config_overrides={"registration_shared_secret": None})
         self.assertEqual(hs.request("GET", PATH)[0], 400)
+
+
+class AdminEndpointTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.hs = make_homeserver(self)
+
+    def test_server_version(self) -> None:
+        """Operator tools can read the server version."""
+        code, body = self.hs.request("GET", "/_synapse/admin/v1/server_version")
+        self.assertEqual(code, 200)
+        self.assertTrue(body["server_version"].startswith("Ruma "))
+
+    def test_whois(self) -> None:
+        """Admins see any user's connections; users only their own."""
+        admin_id, admin = self.hs.register("root", admin=True)
+        user_id, user = self.hs.register("alice")
+        self.hs.request("GET", "/account/whoami", token=user, headers={"User-Agent": "curl"})
+        code, body = self.hs.request("GET", "/admin/whois/@alice:test", token=admin)
+        self.assertEqual(code, 200)
+        self.assertEqual(body["user_id"], user_id)
+        [device] = body["devices"].values()
+        [connection] = device["sessions"][0]["connections"]
+        self.assertEqual(connection["user_agent"], "curl")
+        self.assertIn("ip", connection)
+        self.assertEqual(self.hs.request("GET", "/admin/whois/@alice:test", token=user)[0], 200)
+        code, body = self.hs.request("GET", "/admin/whois/@root:test", token=user)
+        self.assertEqual((code, body["errcode"]), (403, "M_FORBIDDEN"))
+        code, body = self.hs.request("GET", "/admin/whois/@nobody:test", token=admin)
+        self.assertEqual((code, body["errcode"]), (404, "M_NOT_FOUND"))
