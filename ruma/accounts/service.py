@@ -25,6 +25,13 @@ _DEVICE_ALPHABET = string.ascii_uppercase
 # How often a device's last-seen time and address are written for the same address.
 LAST_SEEN_INTERVAL_S = 120.0
 
+# Valid tokens are remembered for this long so that busy clients (long-polling /sync) do
+# not cost a database read per request. Every path that revokes tokens goes through this
+# service and forgets the user's cached tokens at once; the TTL only bounds how long a token
+# revoked by *another process* sharing the database could still work here.
+TOKEN_CACHE_TTL_S = 60.0
+TOKEN_CACHE_MAX = 50_000
+
 
 @dataclass(frozen=True, slots=True)
 class LoginResult:
@@ -49,6 +56,8 @@ class AccountService:
         self._hasher = hasher
         self.server_name = server_name
         self._last_seen: dict[tuple[str, str], tuple[str, float]] = {}
+        self._token_cache: dict[str, tuple[TokenInfo, float]] = {}
+        self._revocations = 0
         # Called after an account is deactivated (e.g. rooms: leave every room). Append in
         # ruma.tap.build_homeserver.
         self.deactivation_hooks: list[Callable[[str], Awaitable[None]]] = []
@@ -188,16 +197,49 @@ class AccountService:
 
     async def logout(self, user_id: str, device_id: str | None, token_id: int | None) -> None:
         """Invalidate the token and, as the spec says, its device."""
+        self._forget_tokens(user_id)
         if device_id is not None:
             await self.store.delete_devices(user_id, [device_id])
         elif token_id is not None:
             await self.store.delete_access_token(token_id)
+        self._forget_tokens(user_id)
 
     async def logout_all(self, user_id: str) -> None:
+        self._forget_tokens(user_id)
         await self.store.delete_all_devices(user_id)
+        self._forget_tokens(user_id)
+
+    async def delete_devices(self, user_id: str, device_ids: list[str]) -> None:
+        """Delete devices and revoke their tokens."""
+        self._forget_tokens(user_id)
+        await self.store.delete_devices(user_id, device_ids)
+        self._forget_tokens(user_id)
 
     async def get_token_info(self, token: str) -> TokenInfo | None:
-        return await self.store.get_token_info(hash_token(token))
+        token_hash = hash_token(token)
+        now = self._clock.seconds()
+        cached = self._token_cache.get(token_hash)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        epoch = self._revocations
+        info = await self.store.get_token_info(token_hash)
+        if info is None:
+            self._token_cache.pop(token_hash, None)
+            return None
+        if epoch != self._revocations:
+            # Tokens were revoked while we read: the row may predate that, don't keep it.
+            return info
+        if len(self._token_cache) >= TOKEN_CACHE_MAX:
+            self._token_cache.clear()
+        self._token_cache[token_hash] = (info, now + TOKEN_CACHE_TTL_S)
+        return info
+
+    def _forget_tokens(self, user_id: str) -> None:
+        # Called before and after each revoking write; a lookup that overlaps either call
+        # sees the epoch move and does not cache what it read.
+        self._revocations += 1
+        for key in [k for k, (info, _) in self._token_cache.items() if info.user_id == user_id]:
+            del self._token_cache[key]
 
     async def record_last_seen(
         self, user_id: str, device_id: str, ip: str, user_agent: str | None
@@ -224,10 +266,14 @@ class AccountService:
         self.check_password_strength(new_password)
         await self.store.set_password_hash(user_id, await self._hasher.hash(new_password))
         if logout:
+            self._forget_tokens(user_id)
             await self.store.delete_all_devices(user_id, except_device_id=keep_device_id)
+            self._forget_tokens(user_id)
 
     async def deactivate(self, user_id: str) -> None:
+        self._forget_tokens(user_id)
         await self.store.deactivate_user(user_id)
+        self._forget_tokens(user_id)
         self.log.info("deactivated {user_id}", user_id=user_id)
         for hook in self.deactivation_hooks:
             try:

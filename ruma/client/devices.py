@@ -73,7 +73,7 @@ class DeviceEndpoints:
         if await self._accounts.store.get_device(requester.user_id, device_id) is None:
             raise not_found("No such device")
         await self._account_endpoints.user_interactive_auth(requester, body, "delete_devices")
-        await self._accounts.store.delete_devices(requester.user_id, [device_id])
+        await self._accounts.delete_devices(requester.user_id, [device_id])
         return {}
 
     async def on_delete_many(self, request: IRequest) -> JsonDict:
@@ -82,5 +82,5 @@ class DeviceEndpoints:
         devices = body_str_list(body, "devices")
         assert devices is not None
         await self._account_endpoints.user_interactive_auth(requester, body, "delete_devices")
-        await self._accounts.store.delete_devices(requester.user_id, devices)
+        await self._accounts.delete_devices(requester.user_id, devices)
         return {}

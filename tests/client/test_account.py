@@ -687,3 +687,35 @@ class AppserviceRegistrationLimitsTests(SynchronousTestCase):
         )
         code, body = hs.request("POST", "/register", {"username": "b", "password": "pw", "auth": DUMMY})
         self.assertEqual((code, body["errcode"]), (429, "M_LIMIT_EXCEEDED"))
+
+
+class TokenCacheTests(SynchronousTestCase):
+    def test_revocation_elsewhere_is_seen_within_a_minute(self) -> None:
+        """Valid tokens are cached for at most 60 s: a token deleted behind the service's back
+        (another process sharing the database) stops working once that time has passed."""
+        hs = make_homeserver(self)
+        _, token = hs.register("alice")
+        self.assertEqual(hs.request("GET", "/account/whoami", token=token)[0], 200)
+        self.successResultOf(
+            hs.db.run("delete_tokens", lambda t: t.execute("DELETE FROM access_tokens"))
+        )
+        self.assertEqual(hs.request("GET", "/account/whoami", token=token)[0], 200)
+        hs.clock.advance(61)
+        self.assertEqual(hs.request("GET", "/account/whoami", token=token)[0], 401)
+
+    def test_local_revocations_are_immediate(self) -> None:
+        """Logging out, password changes and device deletion take effect on the next request."""
+        hs = make_homeserver(self)
+        user_id, token = hs.register("alice", "pw")
+        other = hs.run(hs.hs.accounts.login(user_id, "OTHER")).access_token
+        for t in (token, other):
+            self.assertEqual(hs.request("GET", "/account/whoami", token=t)[0], 200)
+        hs.request(
+            "POST",
+            "/delete_devices",
+            {"devices": ["OTHER"], "auth": password_auth("alice", "pw")},
+            token=token,
+        )
+        self.assertEqual(hs.request("GET", "/account/whoami", token=other)[0], 401)
+        hs.request("POST", "/logout", token=token)
+        self.assertEqual(hs.request("GET", "/account/whoami", token=token)[0], 401)
