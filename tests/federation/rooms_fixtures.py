@@ -44,6 +44,10 @@ class Federation:
             sender = getattr(hs.hs, "federation_sender", None)
             if sender is None:
                 sender = self._add_sender(hs)
+            else:  # built by build_homeserver; the harness starts no services
+                hs.hs.sync_services.bus.start()
+                test_case.successResultOf(Deferred.fromCoroutine(sender.start()))
+                test_case.addCleanup(self._stop_sender, sender)
             self.senders[name] = sender
             wired = getattr(hs.hs, "room_federation", None)
             if wired is None:
