@@ -1,7 +1,8 @@
 """Stage 4: one checked PDU from another server into the room, through the one writer.
 
 :meth:`InboundPDUHandler.on_pdu` fetches the auth events and prev events it lacks
-(:mod:`.missing`), then calls :meth:`ruma.rooms.persistence.RoomWriter.persist_event`,
+(:mod:`.missing`: prev events through ``get_missing_events`` first, then auth events,
+then the state at any remaining gap), then calls :meth:`ruma.rooms.persistence.RoomWriter.persist_event`,
 which checks auth against the auth events and the state before (rejecting), and against
 the current state (soft-failing), and stores it.
 """
@@ -40,11 +41,14 @@ class InboundPDUHandler:
             return PersistedEvent(
                 event, meta.stream_position, meta.rejected_reason, meta.soft_failed, True
             )
-        await self.gaps.fetch_auth_events(origin, event)
+        # Prev events first: what get_missing_events brings enters the timeline in order,
+        # which often includes this event's newer auth events (fetching those first would
+        # store them as outliers, outside the timeline).
         missing = await self.gaps.missing_prevs(event)
         if missing and fill_gaps:
             await self.gaps.fill_with_missing_events(origin, event, self._on_fetched)
             missing = await self.gaps.missing_prevs(event)
+        await self.gaps.fetch_auth_events(origin, event)
         state_before = None
         if missing:
             self.log.info(
