@@ -11,6 +11,7 @@ import secrets
 from dataclasses import dataclass
 
 from ruma.storage.database import Database, Txn
+from ruma.storage.e2ee import purge_device_txn, purge_user_devices_txn
 
 # Stream kind taken when a user's device list changes (a device is created or deleted), so
 # sync and federation can tell other users' clients to refresh their device lists.
@@ -181,6 +182,7 @@ class AccountStore:
             )
             t.execute("DELETE FROM access_tokens WHERE user_id = ?", (user_id,))
             t.execute("DELETE FROM devices WHERE user_id = ?", (user_id,))
+            purge_user_devices_txn(t, user_id)
             t.next_stream_position(DEVICE_LIST_STREAM, user_id=user_id)
 
         await self.db.run("deactivate_user", txn)
@@ -306,6 +308,7 @@ class AccountStore:
                     "DELETE FROM devices WHERE user_id = ? AND device_id = ?", (user_id, device_id)
                 )
                 if t.rowcount:
+                    purge_device_txn(t, user_id, device_id)
                     t.next_stream_position(DEVICE_LIST_STREAM, user_id=user_id, ref=device_id)
 
         await self.db.run("delete_devices", txn)
@@ -321,6 +324,7 @@ class AccountStore:
                 t.execute(
                     "DELETE FROM devices WHERE user_id = ? AND device_id = ?", (user_id, device_id)
                 )
+                purge_device_txn(t, user_id, str(device_id))
                 t.next_stream_position(DEVICE_LIST_STREAM, user_id=user_id, ref=str(device_id))
             if except_device_id is None:
                 t.execute("DELETE FROM access_tokens WHERE user_id = ?", (user_id,))

@@ -13,9 +13,9 @@ Timelines go through the rooms' history-visibility filter and client serialisati
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -66,6 +66,29 @@ class SyncRequest:
     use_state_after: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceSyncData:
+    """The per-device part of a sync response (``ruma.e2ee`` computes it)."""
+
+    to_device: Sequence[JsonDict] = ()
+    changed: Collection[str] = ()
+    left: Collection[str] = ()
+    one_time_keys_count: Mapping[str, int] = field(default_factory=dict)
+    unused_fallback_key_types: Sequence[str] = ()
+
+
+class DeviceSyncSource(Protocol):
+    """To-device messages, device-list changes and key counts for one device's sync.
+
+    ``since`` is the request's token (None on an initial sync): it also acknowledges the
+    to-device messages of the responses up to it. ``upto`` is this response's next_batch.
+    """
+
+    async def device_sync(
+        self, user_id: str, device_id: str | None, since: int | None, upto: int
+    ) -> DeviceSyncData: ...
+
+
 @dataclass(slots=True)
 class _Timeline:
     events: list[tuple[int, Event]]
@@ -93,9 +116,18 @@ class _Response:
     )
     presence: list[JsonDict] = field(default_factory=list)
     account_data: list[JsonDict] = field(default_factory=list)
+    devices: DeviceSyncData = field(default_factory=DeviceSyncData)
 
     def is_empty(self) -> bool:
-        return not (self.presence or self.account_data or any(self.rooms.values()))
+        d = self.devices
+        return not (
+            self.presence
+            or self.account_data
+            or any(self.rooms.values())
+            or d.to_device
+            or d.changed
+            or d.left
+        )
 
 
 class SyncHandler:
@@ -122,6 +154,8 @@ class SyncHandler:
         self._typing = typing
         self._presence = presence
         self._notifier = notifier
+        # End-to-end encryption's per-device data (set by ruma.tap when it is wired).
+        self.devices: DeviceSyncSource | None = None
 
     # -- entry point ---------------------------------------------------------------------
 
@@ -164,9 +198,13 @@ class SyncHandler:
             "rooms": rooms,
             "presence": {"events": resp.presence},
             "account_data": {"events": resp.account_data},
-            "to_device": {"events": []},
-            "device_lists": {"changed": [], "left": []},
-            "device_one_time_keys_count": {},
+            "to_device": {"events": list(resp.devices.to_device)},
+            "device_lists": {
+                "changed": sorted(resp.devices.changed),
+                "left": sorted(resp.devices.left),
+            },
+            "device_one_time_keys_count": dict(resp.devices.one_time_keys_count),
+            "device_unused_fallback_key_types": list(resp.devices.unused_fallback_key_types),
         }
 
     # -- computing a response ------------------------------------------------------------
@@ -238,6 +276,8 @@ class SyncHandler:
             [{"type": t, "content": c} for t, c in global_data.items()]
         )
         resp.presence = await self._presence_events(req, since if not full else None, now, joined)
+        if self.devices is not None:
+            resp.devices = await self.devices.device_sync(req.user_id, req.device_id, since, now)
         return resp, set(joined)
 
     async def _plan_rooms(

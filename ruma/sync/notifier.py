@@ -9,7 +9,7 @@ early. Each wait is bounded by its ``timeout`` on the injected clock.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -54,6 +54,9 @@ class SyncNotifier:
         self._by_room: dict[str, set[_Waiter]] = {}
         self._position = bus.current
         self._sub: Subscription | None = None
+        # Row kinds that concern everyone in some rooms: kind -> the rooms of a row
+        # (``ruma.e2ee`` registers ``device_list``: the rooms of the user whose keys changed).
+        self.fanout: dict[str, Callable[[StreamRow], Awaitable[Collection[str]]]] = {}
 
     def start(self) -> None:
         if self._sub is None:
@@ -126,6 +129,9 @@ class SyncNotifier:
                     row.user_id, ("join",)
                 ):
                     rooms.add(room_id)
+            fanout = self.fanout.get(row.kind)
+            if fanout is not None:
+                rooms.update(await fanout(row))
         to_fire: set[_Waiter] = set()
         for user_id in users:
             to_fire.update(self._by_user.get(user_id, ()))
