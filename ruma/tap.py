@@ -37,12 +37,15 @@ from ruma.client.admin import AdminEndpoints
 from ruma.client.auth import Authenticator
 from ruma.client.devices import DeviceEndpoints
 from ruma.client.directory import DirectoryEndpoints
+from ruma.client.keys import register_e2ee_routes
 from ruma.client.profile import ProfileEndpoints
 from ruma.client.rooms import RoomEndpoints
 from ruma.client.router import ClientRouter, write_json
 from ruma.client.sync import register_sync_routes
 from ruma.client.versions import DiscoveryEndpoints
 from ruma.config import ConfigError, HomeserverConfig, ListenerConfig, generate_config, load_config
+from ruma.e2ee.remote import FederationKeyQuerier
+from ruma.e2ee.service import E2EEServices
 from ruma.errors import Codes
 from ruma.federation.sender import FederationSender, build_federation_sender
 from ruma.federation.service import FederationServices
@@ -93,6 +96,8 @@ class Homeserver:
     federation_sender: FederationSender | None = None
     # The room service: the single writer of room events, and its client endpoints.
     rooms: RoomServices | None = None
+    # End-to-end encryption (ruma.e2ee): keys, to-device messages, device lists, backups.
+    e2ee: E2EEServices | None = None
     # Long-lived services, started (in order) once the database is ready.
     services: list[IService] = attrs.Factory(list)
 
@@ -215,6 +220,15 @@ def build_homeserver(
     )
     hs.federation.authenticator.add_origin_listener(hs.federation_sender.peer_is_back)
     hs.services.append(hs.federation_sender)
+    hs.e2ee = E2EEServices.build(
+        db=database,
+        clock=clock,
+        server_name=config.server_name,
+        events=hs.rooms.store,
+        remote=FederationKeyQuerier(hs.federation.client),
+    )
+    hs.e2ee.attach_to_sync(hs.sync_services.sync, hs.sync_services.notifier)
+    register_e2ee_routes(client, auth, hs.e2ee, account_endpoints)
     return hs
 
 
