@@ -7,12 +7,18 @@ issued before the kill must still work for an incremental sync that returns exac
 the access token must still be valid; and re-sending with a transaction ID used before the
 kill must return the original event, not a new one. The same test runs against Synapse as
 a control.
+
+A second test kills the server while five senders are in the middle of a stream of sends:
+every send that was acknowledged before the kill must be there after the restart, in the
+same order through /messages and through an incremental /sync from a pre-kill token, and
+the restarted server must wake a long-polling /sync for a new message.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+import threading
 import urllib.parse
 from typing import Any
 
@@ -21,10 +27,12 @@ from twisted.trial.unittest import TestCase
 from tests.interop.processes import (
     ServerProcess,
     Session,
+    http_json,
     register_session,
     start_ruma,
     start_synapse,
     unhandled_errors,
+    wait_for,
 )
 
 N_MESSAGES = 30
@@ -115,18 +123,126 @@ class RestartMixin:
         )["event_id"]
         self.assertNotIn(new, sent)
 
-    def paginate_back(self, session: Session, room_id: str, wanted: set[str]) -> list[str]:
+    def test_acknowledged_sends_survive_kill_9_mid_stream(self) -> None:
+        """kill -9 while five senders stream messages: every acknowledged send survives, in
+        one consistent order through /messages and an incremental /sync from a pre-kill
+        token, and the restarted server wakes a long-polling /sync for a new message."""
+        assert isinstance(self, TestCase)
+        server = self.start_server()
+        try:
+            self.run_mid_stream(server)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{server.log_tail(30)}") from None
+        self.check_logs(server)
+
+    def run_mid_stream(self, server: ServerProcess) -> None:
+        assert isinstance(self, TestCase)
+        alice = register_session(server.base_url, f"alice{secrets.token_hex(3)}", "pw-midstream")
+        room_id = alice.call("POST", "/_matrix/client/v3/createRoom", {"name": "mid-stream"})[
+            "room_id"
+        ]
+        sync_filter = q(json.dumps({"room": {"timeline": {"limit": 500}}}))
+        since = alice.call("GET", f"/_matrix/client/v3/sync?timeout=0&filter={sync_filter}")[
+            "next_batch"
+        ]
+
+        acked: list[str] = []
+        lock = threading.Lock()
+        stop = threading.Event()
+
+        def sender(k: int) -> None:
+            for i in range(60):
+                if stop.is_set():
+                    return
+                path = f"/_matrix/client/v3/rooms/{q(room_id)}/send/m.room.message/m{k}-{i}"
+                try:
+                    status, body = http_json(
+                        "PUT",
+                        server.base_url + path,
+                        {"msgtype": "m.text", "body": f"sender {k} message {i}"},
+                        token=alice.access_token,
+                        timeout=10,
+                    )
+                except Exception:  # noqa: BLE001 - the server died under us: that is the test
+                    return
+                if status != 200:
+                    return
+                with lock:
+                    acked.append(body["event_id"])
+
+        threads = [threading.Thread(target=sender, args=(k,), daemon=True) for k in range(5)]
+        for t in threads:
+            t.start()
+        wait_for(lambda: len(acked) >= 40, 60, "40 acknowledged sends")
+        server.kill9()
+        stop.set()
+        for t in threads:
+            t.join(15)
+        self.assertFalse([t for t in threads if t.is_alive()], "a sender thread is stuck")
+        with lock:
+            survivors = set(acked)
+        server.start()
+
+        history = self.paginate_back(alice, room_id, survivors, page=50, pages=20)
+        missing = survivors - set(history)
+        self.assertFalse(missing, f"{len(missing)} acknowledged sends lost in /messages")
+
+        after = alice.call(
+            "GET", f"/_matrix/client/v3/sync?timeout=0&since={q(since)}&filter={sync_filter}"
+        )
+        room = after.get("rooms", {}).get("join", {}).get(room_id)
+        self.assertIsNotNone(room, "the room is missing from the incremental sync")
+        timeline = [e["event_id"] for e in room["timeline"]["events"]]
+        self.assertFalse(survivors - set(timeline), "acknowledged sends missing from /sync")
+        self.assertEqual(
+            [e for e in timeline if e in survivors],
+            list(reversed(history)),
+            "/sync and /messages disagree on the order",
+        )
+
+        # The restarted notifier wakes a long-poll for a new message.
+        token = alice.call("GET", f"/_matrix/client/v3/sync?timeout=0&filter={sync_filter}")[
+            "next_batch"
+        ]
+        result: dict[str, Any] = {}
+
+        def long_poll() -> None:
+            result["sync"] = alice.call(
+                "GET",
+                f"/_matrix/client/v3/sync?timeout=20000&since={q(token)}&filter={sync_filter}",
+            )
+
+        poller = threading.Thread(target=long_poll, daemon=True)
+        poller.start()
+        new = alice.call(
+            "PUT",
+            f"/_matrix/client/v3/rooms/{q(room_id)}/send/m.room.message/after-kill",
+            {"msgtype": "m.text", "body": "after the kill"},
+        )["event_id"]
+        poller.join(25)
+        self.assertFalse(poller.is_alive(), "the long-poll did not return")
+        woken = result["sync"].get("rooms", {}).get("join", {}).get(room_id, {})
+        self.assertIn(new, [e["event_id"] for e in woken.get("timeline", {}).get("events", [])])
+
+    def paginate_back(
+        self,
+        session: Session,
+        room_id: str,
+        wanted: set[str],
+        page: int = 20,
+        pages: int = 20,
+    ) -> list[str]:
         """Page backwards through /messages (bounded) and return wanted IDs newest first."""
         found: list[str] = []
         token: str | None = None
-        for _ in range(20):
-            path = f"/_matrix/client/v3/rooms/{q(room_id)}/messages?dir=b&limit=20"
+        for _ in range(pages):
+            path = f"/_matrix/client/v3/rooms/{q(room_id)}/messages?dir=b&limit={page}"
             if token is not None:
                 path += f"&from={q(token)}"
-            page: dict[str, Any] = session.call("GET", path)
-            found += [e["event_id"] for e in page.get("chunk", []) if e["event_id"] in wanted]
-            token = page.get("end")
-            if token is None or not page.get("chunk") or len(found) == len(wanted):
+            chunk_page: dict[str, Any] = session.call("GET", path)
+            found += [e["event_id"] for e in chunk_page.get("chunk", []) if e["event_id"] in wanted]
+            token = chunk_page.get("end")
+            if token is None or not chunk_page.get("chunk") or len(found) == len(wanted):
                 break
         return found
 
