@@ -32,8 +32,11 @@ import ruma
 from ruma.accounts import AccountService, PasswordHasher, UserInteractiveAuth, run_inline
 from ruma.accounts.passwords import ThreadRunner
 from ruma.admin.register import ServerVersion, SharedSecretRegistration
+from ruma.appservice.pusher import AppserviceClient
+from ruma.appservice.service import AppserviceServices
 from ruma.client.account import AccountEndpoints
 from ruma.client.admin import AdminEndpoints
+from ruma.client.appservice_routes import AppserviceEndpoints
 from ruma.client.auth import Authenticator
 from ruma.client.devices import DeviceEndpoints
 from ruma.client.directory import DirectoryEndpoints
@@ -96,6 +99,8 @@ class Homeserver:
     federation_sender: FederationSender | None = None
     # The room service: the single writer of room events, and its client endpoints.
     rooms: RoomServices | None = None
+    # Application services (ruma.appservice): registrations, pusher, queries, bridges.
+    appservices: AppserviceServices | None = None
     # End-to-end encryption (ruma.e2ee): keys, to-device messages, device lists, backups.
     e2ee: E2EEServices | None = None
     # Long-lived services, started (in order) once the database is ready.
@@ -123,6 +128,7 @@ def build_homeserver(
     signing_key: SigningKey,
     run_in_thread: ThreadRunner | None = None,
     federation_agent: IAgent | None = None,
+    appservice_agent: IAgent | None = None,
 ) -> Homeserver:
     """Build the homeserver's object graph. Pure wiring: no I/O, nothing started.
 
@@ -229,7 +235,56 @@ def build_homeserver(
     )
     hs.e2ee.attach_to_sync(hs.sync_services.sync, hs.sync_services.notifier)
     register_e2ee_routes(client, auth, hs.e2ee, account_endpoints)
+    hs.appservices = build_appservices(
+        config,
+        reactor=reactor,
+        clock=clock,
+        database=database,
+        accounts=accounts,
+        rooms=hs.rooms,
+        sync=hs.sync_services,
+        agent=appservice_agent,
+    )
+    if len(hs.appservices.registry):
+        # Only with registrations: without any, login flows stay as they were.
+        auth.appservices = hs.appservices.auth
+    AppserviceEndpoints(clock=clock, auth=auth, appservices=hs.appservices).register_routes(
+        client
+    )
+    hs.services.extend(hs.appservices.services)
     return hs
+
+
+def build_appservices(
+    config: HomeserverConfig,
+    *,
+    reactor: Any,
+    clock: IReactorTime,
+    database: Database,
+    accounts: AccountService,
+    rooms: RoomServices,
+    sync: SyncServices,
+    agent: IAgent | None,
+) -> AppserviceServices:
+    """The appservice support, from ``app_service_config_files`` (``ConfigError`` if bad)."""
+    from treq.client import HTTPClient
+    from twisted.web.client import Agent, HTTPConnectionPool
+
+    if agent is None:
+        agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=True))
+    return AppserviceServices.from_files(
+        config.app_service_config_files,
+        server_name=config.server_name,
+        db=database,
+        bus=sync.bus,
+        clock=clock,
+        accounts=accounts,
+        rooms=rooms,
+        client=AppserviceClient(HTTPClient(agent), clock),
+        typing=sync.typing,
+        receipts=sync.receipt_store,
+        presence=sync.presence_store if config.presence_enabled else None,
+    )
 
 
 class PrefixDispatcher(Resource):

@@ -151,7 +151,7 @@ class AccountEndpoints:
         if username is not None:
             # Say "taken" before making the user go through the auth stages.
             username = username.lower()
-            await self._accounts.check_available(username)
+            await self._check_not_exclusive(await self._accounts.check_available(username))
         if password is not None:
             self._accounts.check_password_strength(password)
 
@@ -229,8 +229,16 @@ class AccountEndpoints:
         self.rc_registration.check(client_ip(request))
         username = query_str(request, "username", required=True)
         assert username is not None
-        await self._accounts.check_available(username.lower())
+        await self._check_not_exclusive(await self._accounts.check_available(username.lower()))
         return {"available": True}
+
+    async def _check_not_exclusive(self, user_id: str) -> None:
+        """400 M_EXCLUSIVE when an appservice reserved the user ID for itself."""
+        hook = self._auth.appservices
+        if hook is not None and await hook.is_exclusive_user(user_id):
+            raise MatrixError(
+                400, Codes.EXCLUSIVE, "This user ID is reserved by an application service"
+            )
 
     async def on_registration_token_validity(self, request: IRequest) -> JsonDict:
         self.rc_registration.check(client_ip(request))

@@ -32,6 +32,8 @@ class Requester:
     token_id: int | None
     is_guest: bool = False
     appservice_id: str | None = None
+    # False for an appservice registered with ``rate_limited: false`` using its as_token.
+    rate_limited: bool = True
 
 
 class AppserviceAuth(Protocol):
@@ -49,6 +51,11 @@ class AppserviceAuth(Protocol):
 
     async def can_register(self, appservice_id: str, user_id: str) -> bool:
         """Whether ``user_id`` lies in the appservice's user namespace."""
+        ...
+
+    async def is_exclusive_user(self, user_id: str) -> bool:
+        """Whether ``user_id`` lies in some appservice's exclusive user namespace (so only
+        that appservice may register it)."""
         ...
 
 
@@ -92,7 +99,10 @@ class Authenticator:
 
         if self.appservices is not None:
             as_requester = await self.appservices.requester_for_token(
-                token, query_str(request, "user_id"), query_str(request, "device_id")
+                token,
+                query_str(request, "user_id"),
+                query_str(request, "device_id")
+                or query_str(request, "org.matrix.msc3202.device_id"),
             )
             if as_requester is not None:
                 return as_requester

@@ -118,8 +118,15 @@ class RoomEndpoints:
         return int(self._clock.seconds() * 1000)
 
     def _ratelimit(self, requester: Requester) -> None:
-        if self._ratelimiter is not None and requester.appservice_id is None:
+        # Appservices registered with rate_limited: false are exempt (Requester.rate_limited).
+        if self._ratelimiter is not None and requester.rate_limited:
             self._ratelimiter.check(requester.user_id)
+
+    def _massaged_ts(self, request: IRequest, requester: Requester) -> int | None:
+        """An appservice's ``?ts=`` (timestamp massaging); ignored for everyone else."""
+        if requester.appservice_id is None:
+            return None
+        return query_int(request, "ts")
 
     def _txn(self, requester: Requester, kind: str, txn_id: str) -> TxnIdKey:
         scope = txn_scope(requester.device_id, requester.token_id)
@@ -254,7 +261,12 @@ class RoomEndpoints:
         if await self._rooms.store.get_txn_event(key) is None:
             self._ratelimit(requester)
         event_id = await self._rooms.messages.send_message(
-            requester.user_id, room_id, event_type, content, key
+            requester.user_id,
+            room_id,
+            event_type,
+            content,
+            key,
+            ts=self._massaged_ts(request, requester),
         )
         return {"event_id": event_id}
 
@@ -265,7 +277,12 @@ class RoomEndpoints:
         content = parse_json_object(request)
         room_id_arg(room_id)
         event_id = await self._rooms.messages.set_state(
-            requester.user_id, room_id, event_type, state_key, content
+            requester.user_id,
+            room_id,
+            event_type,
+            state_key,
+            content,
+            ts=self._massaged_ts(request, requester),
         )
         return {"event_id": event_id}
 

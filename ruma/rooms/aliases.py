@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from twisted.logger import Logger
@@ -40,6 +41,9 @@ class AliasHandler:
         self.server_name = server_name
         # Federation plugs itself in here (remote aliases answer 404 without it).
         self.remote = remote
+        # Appservices plug in here: asked about an unknown local alias, True if they created
+        # it (GET /_matrix/app/v1/rooms/{alias}).
+        self.query_unknown: Callable[[str], Awaitable[bool]] | None = None
 
     def parse(self, alias: str) -> RoomAlias:
         try:
@@ -78,6 +82,8 @@ class AliasHandler:
             first = str(parsed.server)
             return room_id, [first] + [s for s in servers if s != first]
         entry = await self._rooms.get_alias(alias)
+        if entry is None and self.query_unknown is not None and await self.query_unknown(alias):
+            entry = await self._rooms.get_alias(alias)
         if entry is None:
             raise not_found(f"Room alias {alias} not found")
         hosts = await self._store.get_joined_hosts(entry.room_id)

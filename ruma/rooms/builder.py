@@ -38,6 +38,8 @@ class NewEvent:
     content: Mapping[str, Any]
     state_key: str | None = None
     redacts: str | None = None
+    # An appservice's timestamp massaging (``?ts=``): the event's origin_server_ts.
+    origin_server_ts: int | None = None
 
 
 def _random_localpart() -> str:
@@ -145,6 +147,7 @@ class LocalEventSender:
             new=new,
             prev_events=prevs,
             auth_events=[auth_events[i] for i in sorted(auth_ids.values()) if i in auth_events],
+            origin_server_ts=new.origin_server_ts,
         )
 
     async def _state_keys(self, state: StateAt, keys: set[StateKey]) -> dict[StateKey, str]:

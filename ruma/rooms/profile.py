@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from twisted.logger import Logger
@@ -50,6 +51,9 @@ class ProfileHandler:
         self._store = store
         # Federation plugs itself in here (remote profiles answer 404 without it).
         self.remote: RemoteProfiles | None = None
+        # Appservices plug in here: asked about an unknown local user, True if they created
+        # it (GET /_matrix/app/v1/users/{userId}).
+        self.query_unknown: Callable[[str], Awaitable[bool]] | None = None
 
     def is_local(self, user_id: str) -> bool:
         return user_id.partition(":")[2] == self._sender.server_name
@@ -61,6 +65,10 @@ class ProfileHandler:
                 raise not_found("Profile of a remote user is not available")
             return await self.remote.query_profile(user_id)
         profile = await self._profiles.get_profile(user_id)
+        if profile is None and self.query_unknown is not None and await self.query_unknown(
+            user_id
+        ):
+            profile = await self._profiles.get_profile(user_id)
         if profile is None:
             raise not_found("Profile not found")
         out: dict[str, Any] = {}

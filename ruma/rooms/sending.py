@@ -28,10 +28,16 @@ class MessageSender:
         event_type: str,
         content: Mapping[str, Any],
         txn_id: TxnIdKey | None,
+        *,
+        ts: int | None = None,
     ) -> str:
-        """Send a message event; a retried ``txn_id`` returns the first event's ID."""
+        """Send a message event; a retried ``txn_id`` returns the first event's ID.
+
+        ``ts`` sets origin_server_ts (appservices' timestamp massaging)."""
         persisted = await self._sender.send(
-            room_id, NewEvent(event_type, user_id, content), txn_id=txn_id
+            room_id,
+            NewEvent(event_type, user_id, content, origin_server_ts=ts),
+            txn_id=txn_id,
         )
         return persisted.event.event_id
 
@@ -42,6 +48,8 @@ class MessageSender:
         event_type: str,
         state_key: str,
         content: Mapping[str, Any],
+        *,
+        ts: int | None = None,
     ) -> str:
         """Send a state event, unless the same sender already set exactly this content."""
         current = await self._store.get_current_state_event(room_id, event_type, state_key)
@@ -53,7 +61,7 @@ class MessageSender:
         ):
             return current.event_id
         persisted = await self._sender.send(
-            room_id, NewEvent(event_type, user_id, content, state_key)
+            room_id, NewEvent(event_type, user_id, content, state_key, origin_server_ts=ts)
         )
         return persisted.event.event_id
 
