@@ -22,10 +22,12 @@ from typing import Any
 from urllib.parse import quote
 
 from treq.client import HTTPClient
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
+from twisted.internet.interfaces import IConsumer, IReactorTime
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
+from twisted.web.iweb import IBodyProducer
+from zope.interface import implementer
 
 from ruma.appservice.registration import Registration
 from ruma.protocol.events import Event
@@ -86,6 +88,29 @@ def transaction_body(
     return body
 
 
+@implementer(IBodyProducer)
+class _BytesProducer:
+    """A request body written in one go (treq's default producer needs the global
+    reactor's cooperator; this needs nothing)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self.length = len(data)
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        consumer.write(self._data)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
 class AppserviceClient:
     """HTTP requests to appservices over an injected treq ``HTTPClient``."""
 
@@ -142,9 +167,11 @@ class AppserviceClient:
         if reg.id in self._legacy_auth:
             params = [*params, ("access_token", reg.hs_token)]
         headers = Headers({b"Authorization": [b"Bearer " + reg.hs_token.encode("utf-8")]})
-        data: bytes | None = None
+        data: _BytesProducer | None = None
         if body is not None:
-            data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            data = _BytesProducer(
+                json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            )
             headers.setRawHeaders(b"Content-Type", [b"application/json"])
         async def call() -> tuple[int, bytes]:
             response = await self._http.request(
