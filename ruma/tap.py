@@ -234,6 +234,7 @@ def build_homeserver(
         remote=FederationKeyQuerier(hs.federation.client),
     )
     hs.e2ee.attach_to_sync(hs.sync_services.sync, hs.sync_services.notifier)
+    hs.federation.edus.devices = hs.e2ee.inbound_edus
     register_e2ee_routes(client, auth, hs.e2ee, account_endpoints)
     hs.appservices = build_appservices(
         config,

@@ -293,3 +293,21 @@ class TransactionTests(SynchronousTestCase):
         self.assertEqual([r.event_id for r in receipts], [msg.event_id])
         presence = self.s.run(sync.presence_store.get_presence(self.bob))
         self.assertEqual(presence.state, "online")
+
+    def test_device_edus_reach_e2ee(self) -> None:
+        """A to-device EDU from b.test for Alice is delivered to her devices (seen in
+        /sync); one claiming a sender of another server is dropped."""
+        edus = [
+            {"edu_type": "m.direct_to_device", "content": {
+                "sender": self.bob, "type": "m.test", "message_id": "m1",
+                "messages": {self.alice: {"*": {"hello": "alice"}}}}},
+            {"edu_type": "m.direct_to_device", "content": {
+                "sender": "@eve:c.test", "type": "m.test", "message_id": "m2",
+                "messages": {self.alice: {"*": {"hello": "forged"}}}}},
+        ]
+        status, body = self.s.send_txn("b.test", "a.test", "d1", [], edus)
+        self.assertEqual((status, body), (200, {"pdus": {}}))
+        sync = self.s.ok("a.test", "GET", "/sync?timeout=0", None, self.alice_tok)
+        events = sync["to_device"]["events"]
+        self.assertEqual([(e["sender"], e["content"]) for e in events],
+                         [(self.bob, {"hello": "alice"})])

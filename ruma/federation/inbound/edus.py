@@ -3,8 +3,9 @@
 Each EDU is only believed about users of the server that sent it, and for rooms only
 when the room's server ACL allows that server and the user is joined to the room.
 Malformed EDUs are dropped quietly (an EDU has no answer). ``m.device_list_update``,
-``m.signing_key_update`` and ``m.direct_to_device`` are acknowledged and dropped: this
-homeserver has no device-list or to-device stores yet.
+``m.signing_key_update`` and ``m.direct_to_device`` go to :attr:`EDUHandler.devices`
+(``ruma.e2ee.remote.InboundDeviceEdus``, plugged in by ``ruma.tap`` once end-to-end
+encryption is built), and are dropped when nothing is plugged in.
 """
 
 from __future__ import annotations
@@ -20,12 +21,18 @@ from ruma.storage.events import EventStore
 from ruma.storage.presence import PresenceStore
 from ruma.storage.receipts import UNTHREADED, ReceiptStore
 
-__all__ = ["EDUHandler", "TypingSink"]
+__all__ = ["DeviceEduSink", "EDUHandler", "TypingSink"]
 
 PRESENCE_STATES = frozenset({"online", "unavailable", "offline"})
 # Remote typing notifications carry no timeout; Synapse's is 30 s too.
 REMOTE_TYPING_TIMEOUT_MS = 30_000
-UNHANDLED = frozenset({"m.device_list_update", "m.signing_key_update", "m.direct_to_device"})
+DEVICE_EDUS = frozenset({"m.device_list_update", "m.signing_key_update", "m.direct_to_device"})
+
+
+class DeviceEduSink(Protocol):
+    """:meth:`ruma.e2ee.remote.InboundDeviceEdus.on_edu`."""
+
+    async def on_edu(self, origin: str, edu_type: str, content: Mapping[str, Any]) -> None: ...
 
 
 class TypingSink(Protocol):
@@ -55,6 +62,8 @@ class EDUHandler:
         self._typing = typing
         self._receipts = receipts
         self._presence = presence
+        # The seam for device EDUs (set after construction: e2ee is built later).
+        self.devices: DeviceEduSink | None = None
 
     async def on_edu(self, origin: str, edu: Any) -> None:
         if not isinstance(edu, Mapping):
@@ -70,9 +79,9 @@ class EDUHandler:
                 await self._on_receipt(origin, content)
             elif edu_type == "m.presence":
                 await self._on_presence(origin, content)
-            elif edu_type in UNHANDLED:
-                self.log.debug("ignoring {edu_type} from {origin}", edu_type=edu_type,
-                               origin=origin)
+            elif edu_type in DEVICE_EDUS:
+                if self.devices is not None:
+                    await self.devices.on_edu(origin, edu_type, content)
             else:
                 self.log.debug("unknown EDU {edu_type} from {origin}", edu_type=edu_type,
                                origin=origin)
