@@ -88,6 +88,12 @@ def transaction_body(
     return body
 
 
+def _timed_out(result: Any, timeout: float) -> Any:
+    # Whatever the cancelled request failed with (treq reports a ResponseNeverReceived),
+    # it timed out.
+    raise TimeoutError(timeout, "appservice request")
+
+
 @implementer(IBodyProducer)
 class _BytesProducer:
     """A request body written in one go (treq's default producer needs the global
@@ -181,7 +187,11 @@ class AppserviceClient:
             return int(response.code), content
 
         d = Deferred.fromCoroutine(call())
-        d.addTimeout(timeout if timeout is not None else self.timeout, self._clock)
+        d.addTimeout(
+            timeout if timeout is not None else self.timeout,
+            self._clock,
+            onTimeoutCancel=_timed_out,
+        )
         try:
             status, raw = await d
         except TimeoutError as e:
