@@ -211,6 +211,7 @@ def build_homeserver(
         agent=federation_agent,
     )
     hs.federation_resource = hs.keys_resource = hs.federation.resource
+    hs.services.append(hs.federation.pruner)
     whitelist = hs.federation.config.domain_whitelist
     hs.federation_sender = build_federation_sender(
         db=database,

@@ -37,6 +37,7 @@ from ruma.federation.inbound.check import PDUChecker
 from ruma.federation.inbound.edus import EDUHandler, TypingSink
 from ruma.federation.inbound.missing import GapFiller
 from ruma.federation.inbound.pdu import InboundPDUHandler
+from ruma.federation.inbound.pruning import TransactionPruner
 from ruma.federation.inbound.routes import install_send_route
 from ruma.federation.inbound.transaction import TransactionHandler
 from ruma.federation.inbound_auth import FederationAuthenticator
@@ -79,6 +80,8 @@ class FederationServices:
     edus: EDUHandler
     transactions: TransactionHandler
     history: FederationHistory
+    # A service: ruma.tap starts it with the others (it forgets week-old transaction IDs).
+    pruner: TransactionPruner
     router: ClientRouter
     resource: IResource
 
@@ -129,9 +132,10 @@ class FederationServices:
             receipts=receipts,
             presence=presence,
         )
+        txn_store = FederationInboundStore(db)
         transactions = TransactionHandler(
             clock=clock,
-            txns=FederationInboundStore(db),
+            txns=txn_store,
             events=store,
             checker=checker,
             pdus=pdus,
@@ -159,6 +163,7 @@ class FederationServices:
             edus=edus,
             transactions=transactions,
             history=history,
+            pruner=TransactionPruner(clock, txn_store),
             router=router,
             resource=router.resource(),
         )

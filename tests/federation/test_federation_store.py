@@ -39,3 +39,29 @@ class InboundTxnSQLiteTests(InboundTxnContract, SQLiteEngine):
 
 class InboundTxnPostgresTests(InboundTxnContract, PostgresEngine):
     pass
+
+
+class PrunerTests(SQLiteEngine):
+    def test_pruner_forgets_week_old_transactions_daily(self) -> None:
+        """The pruner service runs at start and daily, dropping answers older than 7 days."""
+        from twisted.internet.task import Clock
+
+        from ruma.federation.inbound.pruning import TransactionPruner
+
+        clock = Clock()
+        clock.advance(30 * 86400)
+        store = FederationInboundStore(self.make_db())
+        now = int(clock.seconds() * 1000)
+        for txn, age_days in (("old", 8), ("new", 1)):
+            self.successResultOf(Deferred.fromCoroutine(
+                store.store_txn_response("a.test", txn, {"pdus": {}}, now - age_days * 86400_000)))
+        pruner = TransactionPruner(clock, store)
+        pruner.startService()
+        self.assertIsNone(self.successResultOf(Deferred.fromCoroutine(
+            store.get_txn_response("a.test", "old"))))
+        self.assertIsNotNone(self.successResultOf(Deferred.fromCoroutine(
+            store.get_txn_response("a.test", "new"))))
+        clock.advance(7 * 86400)
+        self.assertIsNone(self.successResultOf(Deferred.fromCoroutine(
+            store.get_txn_response("a.test", "new"))))
+        pruner.stopService()
