@@ -19,17 +19,25 @@ from ruma.protocol.errors import (
     SignatureError,
 )
 from ruma.protocol.ids import EventID, RoomID, UserID
-from ruma.protocol.json import FrozenDict, encode_canonical_json, freeze, thaw
-from ruma.protocol.redaction import redact
+from ruma.protocol.json import (
+    FrozenDict,
+    _encode_plain,
+    _freeze_plain,
+    _NotPlain,
+    encode_canonical_json,
+    freeze,
+    thaw,
+)
+from ruma.protocol.redaction import _redacted_view
 from ruma.protocol.room_versions import EventFormat, RoomVersion, get_room_version
 from ruma.protocol.signing import (
     ED25519,
     SigningKey,
     VerifyKey,
+    _verify_signed_bytes,
     decode_base64,
     encode_base64,
     sign_json,
-    verify_signed_json,
 )
 
 __all__ = [
@@ -71,24 +79,45 @@ def _strip_for_hashing(pdu: Mapping[str, Any], room_version: RoomVersion | None)
     return out
 
 
+_NOT_CONTENT_HASHED = frozenset({"unsigned", "signatures", "hashes", "age_ts"})
+_NOT_CONTENT_HASHED_NO_ID = _NOT_CONTENT_HASHED | {"event_id"}
+
+
 def compute_content_hash(pdu: Mapping[str, Any], room_version: RoomVersion | None = None) -> bytes:
     """SHA-256 of the canonical JSON of ``pdu`` without unsigned, signatures and hashes.
 
     ``age_ts`` is dropped too: old servers put it at top level and excluded it.
     Pass ``room_version`` to drop a stray ``event_id`` from hash-ID versions.
     """
-    d = _strip_for_hashing(pdu, room_version)
-    for key in ("unsigned", "signatures", "hashes", "age_ts"):
-        d.pop(key, None)
+    # The same keys _strip_for_hashing and the pops remove, in one shallow copy.
+    drop = (
+        _NOT_CONTENT_HASHED_NO_ID
+        if room_version is not None and room_version.event_format is not EventFormat.V1
+        else _NOT_CONTENT_HASHED
+    )
+    d = {k: v for k, v in pdu.items() if k not in drop}
     return hashlib.sha256(encode_canonical_json(d, strict=False)).digest()
+
+
+def _redacted_signable(pdu: Mapping[str, Any], room_version: RoomVersion) -> dict[str, Any]:
+    # The redacted event without signatures/unsigned, sharing pdu's values (not copied).
+    d = _redacted_view(pdu, room_version)
+    for key in ("signatures", "unsigned", "age_ts"):
+        d.pop(key, None)
+    return d
+
+
+def _redacted_bytes(pdu: Mapping[str, Any], room_version: RoomVersion, strict: bool) -> bytes:
+    """Canonical JSON of the redacted ``pdu`` without signatures and unsigned: the bytes
+    the reference hash hashes and the origin's signatures sign (``pdu`` already stripped
+    of a hash-ID version's ``event_id``)."""
+    return encode_canonical_json(_redacted_signable(pdu, room_version), strict=strict)
 
 
 def compute_reference_hash(pdu: Mapping[str, Any], room_version: RoomVersion) -> bytes:
     """SHA-256 of the redacted event without signatures/unsigned (spec "reference hash")."""
-    d = redact(_strip_for_hashing(pdu, room_version), room_version)
-    for key in ("signatures", "unsigned", "age_ts"):
-        d.pop(key, None)
-    return hashlib.sha256(encode_canonical_json(d, strict=False)).digest()
+    stripped = _strip_for_hashing(pdu, room_version)
+    return hashlib.sha256(_redacted_bytes(stripped, room_version, strict=False)).digest()
 
 
 def compute_event_id(pdu: Mapping[str, Any], room_version: RoomVersion) -> str:
@@ -128,7 +157,8 @@ def add_hashes_and_signature(
     hashes = out.get("hashes")
     out["hashes"] = dict(hashes) if isinstance(hashes, Mapping) else {}
     out["hashes"]["sha256"] = encode_base64(compute_content_hash(out, room_version))
-    redacted = redact(out, room_version)
+    # sign_json neither mutates nor keeps its argument, so the uncopied view will do.
+    redacted = _redacted_view(out, room_version)
     signed = sign_json(
         redacted, server_name, signing_key, strict=room_version.strict_canonicaljson
     )
@@ -192,6 +222,7 @@ class Event:
 
     __slots__ = (
         "_pdu",
+        "_redacted_bytes",
         "auth_event_ids",
         "content",
         "depth",
@@ -206,6 +237,11 @@ class Event:
     )
 
     _pdu: FrozenDict
+    # Canonical JSON of the redacted PDU without signatures/unsigned: what the reference
+    # hash hashes and what signatures cover. Kept from from_pdu (hash-ID versions compute
+    # it for the event ID anyway) so verify_event_signatures needn't redact and encode
+    # again; None until needed otherwise (see _signed_bytes).
+    _redacted_bytes: bytes | None
     room_version: RoomVersion
     event_id: str
     room_id: str
@@ -236,14 +272,27 @@ class Event:
     def _from_pdu(cls, pdu: Mapping[str, Any], room_version: RoomVersion) -> Event:
         if not isinstance(pdu, Mapping):
             _bad("pdu", "not a JSON object")
+        strict = room_version.strict_canonicaljson
         try:
-            encoded = encode_canonical_json(pdu, strict=room_version.strict_canonicaljson)
+            try:
+                # One walk checks canonical-ness and makes the frozen copy we keep.
+                frozen = _freeze_plain(pdu, strict)
+                plain = True
+                encoded = _encode_plain(frozen)
+            except _NotPlain:
+                # Floats, big ints, tuples, other mappings...: the general path decides.
+                plain = False
+                encoded = encode_canonical_json(pdu, strict=strict)
+                frozen = freeze(thaw(pdu))
         except CanonicalJSONError as e:
             _bad("pdu", f"not canonical JSON for this room version: {e}")
         if len(encoded) > MAX_PDU_SIZE:
             _bad("pdu", f"larger than {MAX_PDU_SIZE} bytes")
-        d: dict[str, Any] = _strip_for_hashing(thaw(pdu), room_version)
         fmt = room_version.event_format
+        d: FrozenDict = frozen
+        if fmt is not EventFormat.V1 and "event_id" in d:
+            # As _strip_for_hashing: the ID is derived from the hash, so not part of it.
+            d = FrozenDict({k: v for k, v in d.items() if k != "event_id"})
 
         event_type = _require_str(d, "type")
         _check_id_len("type", event_type)
@@ -312,6 +361,7 @@ class Event:
             if fmt is EventFormat.V4 and not parsed_room.is_hash_form:
                 _bad("room_id", "must be derived from the create event in this room version")
 
+        redacted_bytes: bytes | None = None
         if fmt is EventFormat.V1:
             event_id = _require_str(d, "event_id")
             _check_id_len("event_id", event_id)
@@ -322,16 +372,26 @@ class Event:
             if parsed_id.server is None:
                 _bad("event_id", "must be '$opaque:server' in this room version")
         else:
+            # compute_event_id, keeping the bytes: with the whole PDU valid for this
+            # version, strict and lenient encodings of its redacted form are the same.
             try:
-                event_id = compute_event_id(d, room_version)
+                if plain:
+                    redacted_bytes = _encode_plain(
+                        _redacted_signable(d, room_version)
+                    )
+                else:
+                    redacted_bytes = _redacted_bytes(d, room_version, strict=False)
             except CanonicalJSONError as e:
                 _bad("pdu", str(e))
+            digest = hashlib.sha256(redacted_bytes).digest()
+            event_id = "$" + encode_base64(digest, urlsafe=fmt is not EventFormat.V2)
         if is_v12_create:
             room_id = "!" + event_id[1:]
 
         ev = object.__new__(cls)
         set_ = object.__setattr__
-        set_(ev, "_pdu", freeze(d))
+        set_(ev, "_pdu", d)
+        set_(ev, "_redacted_bytes", redacted_bytes)
         set_(ev, "room_version", room_version)
         set_(ev, "event_id", event_id)
         set_(ev, "room_id", room_id)
@@ -440,7 +500,8 @@ class Event:
 
     def redacted(self) -> Event:
         """This event with the room version's redaction algorithm applied."""
-        return self._replace_pdu(redact(self._pdu, self.room_version))
+        # _pdu is frozen throughout, so the uncopied view freezes to an equal value.
+        return self._replace_pdu(_redacted_view(self._pdu, self.room_version), same_signed=False)
 
     def with_unsigned(self, unsigned: Mapping[str, Any] | None) -> Event:
         """A copy with ``unsigned`` replaced; hashes, signatures and ID are unaffected."""
@@ -449,9 +510,9 @@ class Event:
             d.pop("unsigned", None)
         else:
             d["unsigned"] = unsigned
-        return self._replace_pdu(d)
+        return self._replace_pdu(d, same_signed=True)
 
-    def _replace_pdu(self, d: Mapping[str, Any]) -> Event:
+    def _replace_pdu(self, d: Mapping[str, Any], *, same_signed: bool) -> Event:
         # Neither redaction nor unsigned changes the ID or shape, so skip revalidation.
         ev = object.__new__(Event)
         frozen = freeze(d)
@@ -459,7 +520,18 @@ class Event:
             object.__setattr__(ev, name, getattr(self, name))
         object.__setattr__(ev, "_pdu", frozen)
         object.__setattr__(ev, "content", frozen.get("content", FrozenDict()))
+        if not same_signed:
+            object.__setattr__(ev, "_redacted_bytes", None)
         return ev
+
+    def _signed_bytes(self) -> bytes:
+        """What the signatures on this event cover (see ``_redacted_bytes``)."""
+        b = self._redacted_bytes
+        if b is None:
+            strict = self.room_version.strict_canonicaljson
+            b = _redacted_bytes(self._pdu, self.room_version, strict)
+            object.__setattr__(self, "_redacted_bytes", b)
+        return b
 
 
 def _unpickle_event(pdu: dict[str, Any], room_version_id: str) -> Event:
@@ -632,8 +704,9 @@ def verify_event_signatures(event: Event, get_verify_key: GetVerifyKey) -> None:
     only it knows the key's ``valid_until_ts``). For each required server at least one
     signature must verify and none with a known key may fail.
     """
-    redacted = redact(event.pdu(), event.room_version)
-    strict = event.room_version.strict_canonicaljson
+    # The bytes are the redacted event's canonical JSON, as verify_signed_json would
+    # make them from redact(event.pdu()); the Event keeps them from from_pdu.
+    message: bytes | None = None
     for server in sorted(required_signature_servers(event)):
         sigs = event.signatures.get(server)
         if not sigs:
@@ -645,7 +718,15 @@ def verify_event_signatures(event: Event, get_verify_key: GetVerifyKey) -> None:
             key = get_verify_key(server, key_id)
             if key is None:
                 continue
-            verify_signed_json(redacted, server, key_id, key, strict=strict)
+            sig = sigs[key_id]
+            if not isinstance(sig, str):
+                raise SignatureError("signature is not a string")
+            if message is None:
+                try:
+                    message = event._signed_bytes()
+                except CanonicalJSONError as e:
+                    raise SignatureError(f"cannot canonicalise signed object: {e}") from e
+            _verify_signed_bytes(message, sig, server, key_id, key)
             verified = True
         if not verified:
             raise SignatureError(f"no known key for any signature of {server} on {event.event_id}")

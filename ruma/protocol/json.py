@@ -374,6 +374,62 @@ def _freeze_other(value: Any) -> Any:
     return value
 
 
+class _NotPlain(Exception):
+    """Raised by :func:`_freeze_plain` for anything :func:`_plain_ok` would refuse."""
+
+
+def _freeze_plain(value: Any, strict: bool) -> Any:
+    """Check and deep-freeze in one walk: ``freeze(thaw(value))`` for a tree that
+    :func:`_plain_ok` accepts (every container is a fresh frozen copy, even frozen input).
+
+    Raises :class:`_NotPlain` otherwise; the caller then takes the general path, which
+    reports (or accepts, e.g. floats in old rooms) exactly as before.
+    """
+    lo, hi = _STRICT_RANGE if strict else _LENIENT_RANGE
+    return _freeze_plain_node(value, lo, hi, 0)
+
+
+def _freeze_plain_node(value: Any, lo: int, hi: int, depth: int) -> Any:
+    t = type(value)
+    if t is dict or t is FrozenDict:
+        if depth >= _MAX_DEPTH:
+            raise _NotPlain
+        depth += 1
+        d = {}
+        for k, v in value.items():
+            if type(k) is not str:
+                raise _NotPlain
+            tv = type(v)
+            if tv is str or v is None or tv is bool:
+                d[k] = v
+            elif tv is int:
+                if not lo <= v <= hi:
+                    raise _NotPlain
+                d[k] = v
+            else:
+                d[k] = _freeze_plain_node(v, lo, hi, depth)
+        return FrozenDict(d)
+    if t is list or t is FrozenList:
+        if depth >= _MAX_DEPTH:
+            raise _NotPlain
+        depth += 1
+        items = []
+        for v in value:
+            tv = type(v)
+            if tv is str or v is None or tv is bool:
+                items.append(v)
+            elif tv is int:
+                if not lo <= v <= hi:
+                    raise _NotPlain
+                items.append(v)
+            else:
+                items.append(_freeze_plain_node(v, lo, hi, depth))
+        return FrozenList(items)
+    if t is str or value is None or t is bool or (t is int and lo <= value <= hi):
+        return value
+    raise _NotPlain
+
+
 def thaw(value: Any) -> Any:
     """Deep-copy a (possibly frozen) JSON value into plain mutable dicts and lists."""
     t = type(value)

@@ -91,12 +91,24 @@ def redact(pdu: Mapping[str, Any], room_version: RoomVersion) -> dict[str, Any]:
     algorithm does not keep it. Callers that serve redacted events to clients add back
     what they need (e.g. ``redacted_because``).
     """
+    # Every kept value is deep-copied into plain containers, so callers may mutate it.
+    out: dict[str, Any] = thaw(_redacted_view(pdu, room_version))
+    return out
+
+
+def _redacted_view(pdu: Mapping[str, Any], room_version: RoomVersion) -> dict[str, Any]:
+    """The redacted form of ``pdu`` without copying what it keeps.
+
+    The top-level dict and the ``content`` dict are new, but the values in them are
+    ``pdu``'s own objects: for hashing and encoding, never for mutating. :func:`redact` is
+    this plus a deep copy.
+    """
     keep_top = redacted_top_level_keys(room_version)
-    out: dict[str, Any] = {k: thaw(v) for k, v in pdu.items() if k in keep_top}
-    event_type = pdu.get("type")
-    content = pdu.get("content")
+    out: dict[str, Any] = {k: v for k, v in pdu.items() if k in keep_top}
     if "content" not in pdu:
         return out
+    event_type = pdu.get("type")
+    content = pdu.get("content")
     if not isinstance(content, Mapping):
         # Malformed; Event.from_pdu rejects it, but hashing must still not crash.
         out["content"] = {}
@@ -105,9 +117,9 @@ def redact(pdu: Mapping[str, Any], room_version: RoomVersion) -> dict[str, Any]:
         redacted_content_keys(room_version, event_type) if isinstance(event_type, str) else ()
     )
     if keep_content is None:
-        new_content = thaw(content)
+        new_content = dict(content)
     else:
-        new_content = {k: thaw(content[k]) for k in keep_content if k in content}
+        new_content = {k: content[k] for k in keep_content if k in content}
     if (
         event_type == "m.room.member"
         and room_version.redaction_rules is RedactionRules.V11
@@ -115,9 +127,7 @@ def redact(pdu: Mapping[str, Any], room_version: RoomVersion) -> dict[str, Any]:
         and "signed" in content["third_party_invite"]
     ):
         # v11 keeps only the signed block of a third-party invite, which auth needs.
-        new_content["third_party_invite"] = {
-            "signed": thaw(content["third_party_invite"]["signed"])
-        }
+        new_content["third_party_invite"] = {"signed": content["third_party_invite"]["signed"]}
     out["content"] = new_content
     return out
 

@@ -200,17 +200,37 @@ def verify_signed_json(
         raise SignatureError(f"missing signature for {server_name} {verify_key_id}") from None
     if not isinstance(sig_b64, str):
         raise SignatureError("signature is not a string")
+    sig = _decode_signature(sig_b64)
+    try:
+        message = _signable_bytes(obj, strict)
+    except CanonicalJSONError as e:
+        raise SignatureError(f"cannot canonicalise signed object: {e}") from e
+    _verify_bytes(message, sig, server_name, verify_key_id, verify_key)
+
+
+def _decode_signature(sig_b64: str) -> bytes:
     try:
         sig = decode_base64(sig_b64)
     except KeyFormatError as e:
         raise SignatureError(f"malformed signature: {e}") from e
     if len(sig) != 64:
         raise SignatureError("an ed25519 signature is 64 bytes")
-    try:
-        message = _signable_bytes(obj, strict)
-    except CanonicalJSONError as e:
-        raise SignatureError(f"cannot canonicalise signed object: {e}") from e
+    return sig
+
+
+def _verify_bytes(
+    message: bytes, sig: bytes, server_name: str, verify_key_id: str, verify_key: VerifyKey
+) -> None:
     try:
         verify_key.verify(message, sig)
     except nacl.exceptions.BadSignatureError:
         raise SignatureError(f"bad signature for {server_name} {verify_key_id}") from None
+
+
+def _verify_signed_bytes(
+    message: bytes, sig_b64: str, server_name: str, verify_key_id: str, verify_key: VerifyKey
+) -> None:
+    """:func:`verify_signed_json` for a caller that already has the signed bytes (the
+    canonical JSON of the object without ``signatures`` and ``unsigned``) and the
+    signature string; raises the same :class:`SignatureError` in the same cases."""
+    _verify_bytes(message, _decode_signature(sig_b64), server_name, verify_key_id, verify_key)
