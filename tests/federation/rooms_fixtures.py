@@ -17,6 +17,7 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from ruma.federation.rooms_wiring import RoomFederation, wire_from_homeserver
+from ruma.storage.database import Database, Engine
 from tests.federation.memory import MemoryFederationAgent
 from tests.harness import TestHomeserver, make_homeserver
 
@@ -28,19 +29,28 @@ class Federation:
         names: tuple[str, ...] = ("a.test", "b.test"),
         *,
         config_overrides: Mapping[str, Any] | None = None,
+        engine: Engine | None = None,
     ) -> None:
+        """``engine``: by default each server is SQLite (``make_homeserver``); with
+        ``Engine.POSTGRES`` each gets its own fresh PostgreSQL schema (skipped when
+        PostgreSQL is unreachable, unless CI=true)."""
+        if engine is None:
+            engine = getattr(test_case, "engine", Engine.SQLITE)
         self.test_case = test_case
         self.agent = MemoryFederationAgent()
         self.servers: dict[str, TestHomeserver] = {}
         self.wiring: dict[str, RoomFederation] = {}
         self.senders: dict[str, Any] = {}
         for name in names:
-            hs = make_homeserver(
-                test_case,
-                server_name=name,
-                federation_agent=self.agent,
-                config_overrides=config_overrides,
-            )
+            if engine is Engine.POSTGRES:
+                hs = _postgres_homeserver(test_case, name, self.agent, config_overrides)
+            else:
+                hs = make_homeserver(
+                    test_case,
+                    server_name=name,
+                    federation_agent=self.agent,
+                    config_overrides=config_overrides,
+                )
             sender = getattr(hs.hs, "federation_sender", None)
             if sender is None:
                 sender = self._add_sender(hs)
@@ -174,6 +184,45 @@ class Federation:
 
     def sync(self, server: str, token: str) -> Any:
         return self.ok(server, "GET", "/sync?timeout=0", None, token)
+
+
+def _postgres_homeserver(
+    test_case: SynchronousTestCase,
+    name: str,
+    agent: MemoryFederationAgent,
+    config_overrides: Mapping[str, Any] | None,
+) -> TestHomeserver:
+    """``make_homeserver`` on a fresh PostgreSQL schema of its own."""
+    import os
+
+    from twisted.internet.testing import MemoryReactorClock
+
+    from ruma.accounts import run_inline
+    from ruma.config import config_for_tests
+    from ruma.protocol.signing import generate_signing_key
+    from ruma.tap import build_homeserver
+    from tests.harness import _TEST_DEFAULTS
+    from tests.storage.engines import _create_schema, pg_args
+
+    schema = _create_schema(test_case)
+    db = Database.inline(Engine.POSTGRES, {**pg_args(), "options": f"-c search_path={schema}"})
+    test_case.addCleanup(db.close)
+    test_case.successResultOf(Deferred.fromCoroutine(db.prepare()))
+    data_dir = os.path.abspath(test_case.mktemp())
+    os.makedirs(data_dir)
+    overrides = dict(_TEST_DEFAULTS)
+    overrides.update(config_overrides or {})
+    clock = MemoryReactorClock()
+    hs = build_homeserver(
+        config_for_tests(name, data_dir, **overrides),
+        reactor=clock,
+        clock=clock,
+        database=db,
+        signing_key=generate_signing_key("test"),
+        run_in_thread=run_inline,
+        federation_agent=agent,
+    )
+    return TestHomeserver(test_case, hs)
 
 
 def _q(value: str) -> str:

@@ -7,10 +7,13 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from ruma.storage.database import Engine
 from tests.federation.rooms_fixtures import Federation, q
 
 
-class BackfillTests(SynchronousTestCase):
+class BackfillContract(SynchronousTestCase):
+    engine = Engine.SQLITE
+
     def setUp(self) -> None:
         self.fed = Federation(self)
         self.alice, self.alice_tok = self.fed["a.test"].register("alice")
@@ -114,3 +117,14 @@ class BackfillTests(SynchronousTestCase):
             self.room, from_pos=0, to_pos=10**9, limit=100, backwards=False))
         ids = [e.event_id for _, e in a_msgs if e.type == "m.room.message"]
         self.assertEqual(b.run(store.have_events(ids)), set())
+
+
+class BackfillSQLiteTests(BackfillContract):
+    engine = Engine.SQLITE
+
+
+class BackfillPostgresTests(BackfillContract):
+    engine = Engine.POSTGRES
+
+
+del BackfillContract

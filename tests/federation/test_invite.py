@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from ruma.federation.http import FederationError
 from ruma.protocol.events import build_event
 from ruma.protocol.room_versions import KNOWN_ROOM_VERSIONS
+from ruma.storage.database import Engine
 from tests.federation.rooms_fixtures import Federation, q
 
 
@@ -206,3 +207,14 @@ class InboundInviteTests(SynchronousTestCase):
         self.assertEqual(e.status, 400)
         self.assertEqual(e.errcode, "M_INCOMPATIBLE_ROOM_VERSION")
         self.assertFalse(self._stored(event_id))
+
+
+# The same tests with every server on PostgreSQL.
+
+
+class InviteTestsPostgres(InviteTests):
+    engine = Engine.POSTGRES
+
+
+class InboundInviteTestsPostgres(InboundInviteTests):
+    engine = Engine.POSTGRES

@@ -9,6 +9,7 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from ruma.protocol.room_versions import KNOWN_ROOM_VERSIONS
+from ruma.storage.database import Engine
 from tests.federation.rooms_fixtures import Federation, q
 
 
@@ -366,3 +367,18 @@ class MessagesAcrossTests(SynchronousTestCase):
         fed.settle()
         out = fed.ok("b.test", "GET", f"/rooms/{q(room)}/messages?dir=b&limit=5", None, bob_tok)
         self.assertEqual(out["chunk"][0]["content"].get("body"), "hi all")
+
+
+# The same tests with every server on PostgreSQL.
+
+
+class JoinTestsPostgres(JoinTests):
+    engine = Engine.POSTGRES
+
+
+class ResidentServerTestsPostgres(ResidentServerTests):
+    engine = Engine.POSTGRES
+
+
+class MessagesAcrossTestsPostgres(MessagesAcrossTests):
+    engine = Engine.POSTGRES

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from ruma.storage.database import Engine
 from tests.federation.rooms_fixtures import Federation, q
 
 
@@ -127,3 +128,14 @@ class KnockTests(SynchronousTestCase):
         )
         self.assertEqual(status, 400, body)
         self.assertEqual(body["errcode"], "M_INCOMPATIBLE_ROOM_VERSION")
+
+
+# The same tests with every server on PostgreSQL.
+
+
+class RestrictedJoinTestsPostgres(RestrictedJoinTests):
+    engine = Engine.POSTGRES
+
+
+class KnockTestsPostgres(KnockTests):
+    engine = Engine.POSTGRES

@@ -8,6 +8,7 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from ruma.federation.http import FederationError
+from ruma.storage.database import Engine
 from tests.federation.rooms_fixtures import Federation, q
 
 V1 = "/_matrix/federation/v1"
@@ -137,3 +138,10 @@ class QueryTests(SynchronousTestCase):
         hs = self.fed["a.test"]
         status, body = hs.request("GET", f"{V1}/query/profile?user_id={q(self.alice)}")
         self.assertEqual(status, 401, body)
+
+
+# The same tests with every server on PostgreSQL.
+
+
+class QueryTestsPostgres(QueryTests):
+    engine = Engine.POSTGRES
