@@ -271,10 +271,9 @@ def _listener(r: ConfigReader, index: int, value: Any, has_tls_files: bool) -> L
     port = lr.data.get("port")
     if port is None:
         raise lr.error("port", "is required")
-    # Port 0 (any free port) is accepted for tests; operators always name a port.
-    port = lr.check_int("port", port, 0, 65535) if port == 0 else lr.check_int(
-        "port", port, 1, 65535
-    )
+    # Port 0 (any free port) is accepted for tests, but not advertised in the message.
+    if not (port == 0 and isinstance(port, int) and not isinstance(port, bool)):
+        port = lr.check_int("port", port, 1, 65535)
     bind = lr.get_str_list("bind_addresses")
     if lr.has("bind_address"):  # Synapse's older singular spelling
         bind.append(lr.required_str("bind_address"))
