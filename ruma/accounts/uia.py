@@ -20,6 +20,9 @@ from twisted.internet.interfaces import IReactorTime
 from ruma.errors import Codes, MatrixError
 
 SESSION_LIFETIME = 30 * 60.0
+# Starting a session costs a client nothing, so their number is capped: past the cap the
+# oldest session is forgotten (its client just starts over).
+MAX_SESSIONS = 10_000
 
 # A stage checker gets the ``auth`` dict and the session; it raises MatrixError when the
 # stage fails and returns what the endpoint may want to know (e.g. the registration token).
@@ -64,7 +67,9 @@ class UserInteractiveAuth:
         for sid in [s for s, v in self._sessions.items() if now - v.created > SESSION_LIFETIME]:
             del self._sessions[sid]
 
-    def _new_session(self, operation: str, user_id: str | None, client_dict: dict[str, Any]) -> UIASession:
+    def _new_session(
+        self, operation: str, user_id: str | None, client_dict: dict[str, Any]
+    ) -> UIASession:
         session = UIASession(
             session_id=secrets.token_urlsafe(18),
             operation=operation,
@@ -72,6 +77,8 @@ class UserInteractiveAuth:
             created=self._clock.seconds(),
             client_dict=client_dict,
         )
+        while len(self._sessions) >= MAX_SESSIONS:
+            del self._sessions[next(iter(self._sessions))]
         self._sessions[session.session_id] = session
         return session
 
