@@ -3,6 +3,9 @@ a gap too long for it is bridged with the state fetched at its edge (state_ids).
 
 from __future__ import annotations
 
+from typing import Any
+
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.federation.receiver_fixture import Servers, q
@@ -95,3 +98,41 @@ class GapTests(SynchronousTestCase):
         status, body = self.s.send_txn("b.test", "a.test", "t1", [pdu])
         self.assertIn("error", body["pdus"][self.messages[-1]])
         self.assertFalse(self.s.stored("a.test", self.messages[-1]))
+
+    def test_copy_arriving_while_processing_gets_the_same_answer(self) -> None:
+        """A transaction resent while the first copy is still fetching missing events: the
+        copy waits for the first one's answer; the work is done once."""
+        pdu = self.s.run(self.s.store("b.test").get_pdus([self.messages[-1]]))[self.messages[-1]]
+        client = self.s["b.test"].hs.federation.client  # type: ignore[union-attr]
+        body = {"origin": "b.test", "origin_server_ts": 1, "pdus": [pdu.pdu()]}
+        path = "/_matrix/federation/v1/send/dup"
+        handler = self.s["a.test"].hs.federation.transactions  # type: ignore[union-attr]
+        waits: list[object] = []
+        real_wait = handler._wait_for
+
+        def counting(key: tuple[str, str]) -> Deferred[dict[str, object]]:
+            waits.append(key)
+            return real_wait(key)
+
+        handler._wait_for = counting  # type: ignore[method-assign]
+        # Hold a.test's call back to b.test until both copies have arrived.
+        fetcher = self.s["a.test"].hs.federation.fetcher  # type: ignore[union-attr]
+        gate: Deferred[None] = Deferred()
+        real_gme = fetcher.get_missing_events
+
+        async def held(*args: Any, **kw: Any) -> Any:
+            await gate
+            return await real_gme(*args, **kw)
+
+        fetcher.get_missing_events = held  # type: ignore[method-assign]
+        first = Deferred.fromCoroutine(client.request("PUT", "a.test", path, body=body))
+        second = Deferred.fromCoroutine(client.request("PUT", "a.test", path, body=body))
+        for _ in range(20):
+            self.s.flush()
+        self.assertEqual(len(waits), 2)
+        gate.callback(None)
+        answers = [self.s.wait(first), self.s.wait(second)]
+        self.assertEqual(answers, [{"pdus": {self.messages[-1]: {}}}] * 2)
+        self.assertEqual(len(self.paths("/get_missing_events/")), 1)
+        # Both requests waited on the one processing (none found a stored answer).
+        self.assertEqual(waits, [("b.test", "dup")] * 2)

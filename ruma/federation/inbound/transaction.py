@@ -80,26 +80,31 @@ class TransactionHandler:
             return stored
         if key in self._in_flight:
             return await self._wait_for(key)
-        waiters: list[Deferred[JsonDict]] = []
-        self._in_flight[key] = waiters
-        try:
-            response = await self._process(origin, txn_id, pdus, edus)
-        except Exception:
-            failure = Failure()
-            del self._in_flight[key]
-            for w in waiters:
-                w.errback(failure)
-            raise
-        del self._in_flight[key]
-        for w in waiters:
-            w.callback(response)
-        return response
+        # Processing is not tied to this request: if the sender hangs up (and retries),
+        # the work goes on and the retry gets its answer.
+        self._in_flight[key] = []
+        processing = Deferred.fromCoroutine(self._process(origin, txn_id, pdus, edus))
 
-    async def _wait_for(self, key: tuple[str, str]) -> JsonDict:
-        """A copy of a transaction still being processed: the first one's answer."""
+        def finished(result: Any) -> None:
+            for w in self._in_flight.pop(key, []):
+                if not w.called:
+                    if isinstance(result, Failure):
+                        w.errback(result)
+                    else:
+                        w.callback(result)
+            if isinstance(result, Failure):
+                self.log.failure("transaction {txn_id} from {origin}", result,
+                                 txn_id=txn_id, origin=origin)
+
+        answer = self._wait_for(key)
+        processing.addBoth(finished)
+        return await answer
+
+    def _wait_for(self, key: tuple[str, str]) -> Deferred[JsonDict]:
+        """The answer of the transaction ``key`` being processed."""
         d: Deferred[JsonDict] = Deferred()
         self._in_flight[key].append(d)
-        return await d
+        return d
 
     def _validate(self, origin: str, body: Any) -> tuple[list[Any], list[Any]]:
         if not isinstance(body, Mapping):
