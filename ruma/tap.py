@@ -51,6 +51,7 @@ from ruma.e2ee.remote import FederationKeyQuerier
 from ruma.e2ee.service import E2EEServices
 from ruma.errors import Codes
 from ruma.federation.sender import FederationSender, build_federation_sender
+from ruma.federation.sender.device_edus import add_device_edu_sources
 from ruma.federation.service import FederationServices
 from ruma.protocol.signing import (
     SigningKey,
@@ -236,6 +237,7 @@ def build_homeserver(
     )
     hs.e2ee.attach_to_sync(hs.sync_services.sync, hs.sync_services.notifier)
     hs.federation.edus.devices = hs.e2ee.inbound_edus
+    add_device_edu_sources(hs.federation_sender, hs.e2ee.store)
     register_e2ee_routes(client, auth, hs.e2ee, account_endpoints)
     hs.appservices = build_appservices(
         config,
