@@ -52,6 +52,7 @@ from ruma.e2ee.service import E2EEServices
 from ruma.errors import Codes
 from ruma.federation.sender import FederationSender, build_federation_sender
 from ruma.federation.sender.device_edus import add_device_edu_sources
+from ruma.federation.rooms_wiring import RoomFederation, wire_from_homeserver
 from ruma.federation.service import FederationServices
 from ruma.protocol.signing import (
     SigningKey,
@@ -98,6 +99,8 @@ class Homeserver:
     federation: FederationServices | None = None
     # The federation sender (ruma.federation.sender): our PDUs and EDUs to other servers.
     federation_sender: FederationSender | None = None
+    # Joins, invites, knocks, queries and backfill across servers (ruma.federation.rooms_wiring).
+    room_federation: RoomFederation | None = None
     # The room service: the single writer of room events, and its client endpoints.
     rooms: RoomServices | None = None
     # Application services (ruma.appservice): registrations, pusher, queries, bridges.
@@ -239,6 +242,7 @@ def build_homeserver(
     hs.federation.edus.devices = hs.e2ee.inbound_edus
     add_device_edu_sources(hs.federation_sender, hs.e2ee.store)
     register_e2ee_routes(client, auth, hs.e2ee, account_endpoints)
+    hs.room_federation = wire_from_homeserver(hs)
     hs.appservices = build_appservices(
         config,
         reactor=reactor,

@@ -7,9 +7,10 @@ space hierarchies, answered for other servers and asked of them.
 ``GET /directory/room/{alias}`` and ``POST /join/{alias}`` for remote aliases) and
 ``RemoteProfiles`` (client ``GET /profile/{userId}`` for remote users) seams.
 
-End-to-end keys: Ruma has no device-key or one-time-key storage yet, so ``user/keys/query``
-and ``user/keys/claim`` answer the spec's shapes with no keys in them, and
-``user/devices`` lists the user's devices without keys.
+End-to-end keys come from the e2ee service (``ruma.e2ee``: :class:`LocalKeys` is its
+``E2EKeys``, :class:`DeviceKeys` its ``E2EStore``) when one is given; without it
+``user/keys/query`` and ``user/keys/claim`` answer the spec's shapes with no keys, and
+``user/devices`` lists the devices without keys.
 """
 
 from __future__ import annotations
@@ -49,6 +50,28 @@ class DeviceSource(Protocol):
     async def get_devices(self, user_id: str) -> Any: ...
 
 
+class LocalKeys(Protocol):
+    """Our users' end-to-end keys (``ruma.e2ee.keys.E2EKeys``)."""
+
+    async def query_local(
+        self, wanted: Mapping[str, list[str]], *, requester: str | None
+    ) -> dict[str, Any]: ...
+
+    async def claim_local(
+        self, wanted: list[tuple[str, str, str]]
+    ) -> dict[str, dict[str, dict[str, Any]]]: ...
+
+
+class DeviceKeys(Protocol):
+    """Device keys and the device-list stream (``ruma.storage.e2ee.E2EStore``)."""
+
+    async def query_device_keys(self, wanted: Any) -> dict[str, dict[str, dict[str, Any]]]: ...
+
+    async def get_device_list_position(self, user_id: str) -> int: ...
+
+    async def get_cross_signing_keys(self, user_ids: Any) -> Any: ...
+
+
 class FederationJSON(Protocol):
     async def get_json(self, destination: str, path: str, **kw: Any) -> Any: ...
 
@@ -71,7 +94,11 @@ class QueryServer:
         rooms: RoomStore,
         store: EventStore,
         access: RoomAccessLike | None = None,
+        keys: LocalKeys | None = None,
+        device_keys: DeviceKeys | None = None,
     ) -> None:
+        self.keys = keys
+        self.device_keys = device_keys
         self.server_name = server_name
         self._profiles = profiles
         self._devices = devices
@@ -123,31 +150,57 @@ class QueryServer:
     async def user_devices(self, user_id: str) -> dict[str, Any]:
         user_id = self._local_user(user_id)
         devices = await self._devices.get_devices(user_id)
+        keys: dict[str, dict[str, Any]] = {}
+        stream_id = 0
+        answer: dict[str, Any] = {"user_id": user_id}
+        if self.device_keys is not None:
+            keys = (await self.device_keys.query_device_keys({user_id: []})).get(user_id, {})
+            stream_id = await self.device_keys.get_device_list_position(user_id)
+            cross = (await self.device_keys.get_cross_signing_keys([user_id])).get(user_id, {})
+            if "master" in cross:
+                answer["master_key"] = cross["master"]
+            if "self_signing" in cross:
+                answer["self_signing_key"] = cross["self_signing"]
         out = []
         for d in devices:
-            entry: dict[str, Any] = {"device_id": d.device_id, "keys": {}}
+            entry: dict[str, Any] = {"device_id": d.device_id}
+            if d.device_id in keys:
+                entry["keys"] = keys[d.device_id]
             if d.display_name is not None:
                 entry["device_display_name"] = d.display_name
             out.append(entry)
-        # No device-list stream yet: stream_id 0 (a peer resyncs on every update EDU).
-        return {"user_id": user_id, "stream_id": 0, "devices": out}
+        answer["stream_id"] = stream_id
+        answer["devices"] = out
+        return answer
 
     async def keys_query(self, body: Mapping[str, Any]) -> dict[str, Any]:
         wanted = body.get("device_keys")
         if not isinstance(wanted, Mapping):
             raise bad_json("device_keys must be an object")
-        # No end-to-end key storage yet: known users answer with no keys.
-        device_keys: dict[str, Any] = {}
-        for user_id in wanted:
+        local: dict[str, list[str]] = {}
+        for user_id, devices in wanted.items():
             if isinstance(user_id, str) and _server_of(user_id) == self.server_name:
-                device_keys[user_id] = {}
-        return {"device_keys": device_keys}
+                local[user_id] = [d for d in devices if isinstance(d, str)] if isinstance(
+                    devices, list
+                ) else []
+        if self.keys is not None:
+            return await self.keys.query_local(local, requester=None)
+        return {"device_keys": {u: {} for u in local}}
 
     async def keys_claim(self, body: Mapping[str, Any]) -> dict[str, Any]:
         wanted = body.get("one_time_keys")
         if not isinstance(wanted, Mapping):
             raise bad_json("one_time_keys must be an object")
-        return {"one_time_keys": {}}
+        claims: list[tuple[str, str, str]] = []
+        for user_id, devices in wanted.items():
+            if not isinstance(devices, Mapping) or _server_of(user_id) != self.server_name:
+                continue
+            for device_id, algorithm in devices.items():
+                if isinstance(device_id, str) and isinstance(algorithm, str):
+                    claims.append((user_id, device_id, algorithm))
+        if self.keys is None or not claims:
+            return {"one_time_keys": {}}
+        return {"one_time_keys": await self.keys.claim_local(claims)}
 
     # -- rooms -----------------------------------------------------------------------------
 

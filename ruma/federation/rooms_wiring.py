@@ -108,7 +108,8 @@ def wire_from_homeserver(
     ``federation`` and ``rooms`` are set, and ``federation_sender`` if there is one)."""
     fed = hs.federation
     sender = getattr(hs, "federation_sender", None)
-    return wire_room_federation(
+    e2ee = getattr(hs, "e2ee", None)
+    wired = wire_room_federation(
         rooms=hs.rooms,
         client=fed.client,
         fetcher=fed.fetcher,
@@ -123,3 +124,7 @@ def wire_from_homeserver(
         signing_key=hs.signing_key,
         relay=relay if relay is not None else sender.relay if sender is not None else None,
     )
+    if e2ee is not None:
+        wired.queries.keys = e2ee.keys
+        wired.queries.device_keys = e2ee.store
+    return wired

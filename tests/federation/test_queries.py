@@ -74,19 +74,48 @@ class QueryTests(SynchronousTestCase):
         self.assertEqual(status, 404)
 
     def test_devices_and_keys(self) -> None:
-        """user/devices lists the user's devices; keys/query and keys/claim answer the
-        spec's shapes (no end-to-end key storage yet)."""
+        """user/devices lists the user's devices with their uploaded keys; keys/query
+        returns the device keys and keys/claim hands out a one-time key, once."""
+        from ruma.protocol.signing import generate_signing_key, sign_json
+
+        device_id = self.fed.ok("a.test", "GET", "/account/whoami", None, self.alice_tok)[
+            "device_id"
+        ]
+        key = generate_signing_key(device_id)
+        device_keys = sign_json(
+            {
+                "user_id": self.alice,
+                "device_id": device_id,
+                "algorithms": ["m.olm.v1.curve25519-aes-sha2"],
+                "keys": {
+                    f"ed25519:{device_id}": key.public_key_base64,
+                    f"curve25519:{device_id}": "c" * 43,
+                },
+            },
+            self.alice,
+            key,
+        )
+        self.fed.ok(
+            "a.test", "POST", "/keys/upload",
+            {"device_keys": device_keys, "one_time_keys": {"curve25519:AAAA": "o" * 43}},
+            self.alice_tok,
+        )
         devices = self.ask("GET", f"{V1}/user/devices/{q(self.alice)}")
         self.assertEqual(devices["user_id"], self.alice)
-        self.assertEqual(len(devices["devices"]), 1)
-        self.assertIn("device_id", devices["devices"][0])
+        self.assertEqual([d["device_id"] for d in devices["devices"]], [device_id])
+        self.assertEqual(devices["devices"][0]["keys"]["keys"], device_keys["keys"])
+        self.assertGreater(devices["stream_id"], 0)
         keys = self.ask("POST", f"{V1}/user/keys/query", body={"device_keys": {self.alice: []}})
-        self.assertEqual(keys, {"device_keys": {self.alice: {}}})
-        claimed = self.ask(
-            "POST", f"{V1}/user/keys/claim",
-            body={"one_time_keys": {self.alice: {"DEV": "signed_curve25519"}}},
+        self.assertEqual(
+            keys["device_keys"][self.alice][device_id]["keys"], device_keys["keys"]
         )
-        self.assertEqual(claimed, {"one_time_keys": {}})
+        wanted = {"one_time_keys": {self.alice: {device_id: "curve25519"}}}
+        claimed = self.ask("POST", f"{V1}/user/keys/claim", body=wanted)
+        self.assertEqual(
+            claimed["one_time_keys"][self.alice][device_id], {"curve25519:AAAA": "o" * 43}
+        )
+        again = self.ask("POST", f"{V1}/user/keys/claim", body=wanted)
+        self.assertEqual(again["one_time_keys"].get(self.alice, {}).get(device_id, {}), {})
 
     def test_public_rooms(self) -> None:
         """publicRooms (GET and POST with a search term) lists the public rooms with
