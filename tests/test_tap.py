@@ -13,7 +13,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from ruma import tap
@@ -196,6 +196,51 @@ class RealReactorTests(TestCase):
         response = await HTTPClient(agent).get(f"https://localhost:{port}/_matrix/client/versions")
         self.assertEqual(response.code, 200)
         self.assertIn("versions", json.loads(await response.content()))
+
+    async def test_synapse_register_new_matrix_user(self) -> None:
+        """Synapse's register_new_matrix_user (shared-secret admin API) works against Ruma,
+        both with -k SECRET and reading our homeserver.yaml with -c."""
+        import shutil
+        import sys
+
+        from twisted.internet.utils import getProcessOutputAndValue
+
+        tool = os.path.join(os.path.dirname(sys.executable), "register_new_matrix_user")
+        if not os.path.exists(tool):
+            tool = shutil.which("register_new_matrix_user") or ""
+        if not tool:
+            raise SkipTest("register_new_matrix_user (matrix-synapse) is not installed")
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        path = write_config(directory, registration_shared_secret="s3cret", enable_registration=False)
+        service = tap.make_service_from_config(load_config(path), reactor, lambda m: None)
+        service.startService()
+        self.addCleanup(service.stopService)
+        await service.ready
+        listener = next(s for s in service if isinstance(s, tap.ListenerService))
+        port = listener.ports[0].getHost().port
+        url = f"http://127.0.0.1:{port}"
+
+        out, err, code = await getProcessOutputAndValue(
+            tool, ["-k", "s3cret", "-u", "bob", "-p", "pw", "-a", url], env=dict(os.environ)
+        )
+        self.assertEqual(code, 0, (out, err))
+        user = await service.hs.account_store.get_user("@bob:tap.test")
+        self.assertIsNotNone(user)
+        assert user is not None
+        self.assertTrue(user.is_admin)
+
+        out, err, code = await getProcessOutputAndValue(
+            tool, ["-c", path, "-u", "carol", "-p", "pw", "--no-admin", url], env=dict(os.environ)
+        )
+        self.assertEqual(code, 0, (out, err))
+        self.assertIsNotNone(await service.hs.account_store.get_user("@carol:tap.test"))
+
+        out, err, code = await getProcessOutputAndValue(
+            tool, ["-k", "wrong", "-u", "dave", "-p", "pw", "--no-admin", url], env=dict(os.environ)
+        )
+        self.assertNotEqual(code, 0)
+        self.assertIsNone(await service.hs.account_store.get_user("@dave:tap.test"))
 
 
 class SiteTests(SynchronousTestCase):
