@@ -50,9 +50,9 @@ from ruma.config import ConfigError, HomeserverConfig, ListenerConfig, generate_
 from ruma.e2ee.remote import FederationKeyQuerier
 from ruma.e2ee.service import E2EEServices
 from ruma.errors import Codes
+from ruma.federation.rooms_wiring import RoomFederation, wire_from_homeserver
 from ruma.federation.sender import FederationSender, build_federation_sender
 from ruma.federation.sender.device_edus import add_device_edu_sources
-from ruma.federation.rooms_wiring import RoomFederation, wire_from_homeserver
 from ruma.federation.service import FederationServices
 from ruma.protocol.signing import (
     SigningKey,
