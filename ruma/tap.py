@@ -12,6 +12,7 @@ open once the database is ready.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -416,6 +417,15 @@ class ListenerService(Service):
                         port=self._listener.port,
                     )
                     continue
+                # Hosts (and containers) without IPv6 cannot bind '::1' or '::': carry on
+                # with the other addresses, as long as one of them works.
+                if ":" in address and _no_ipv6(e):
+                    self.log.warn(
+                        "IPv6 is not available here: not listening on {address} port {port}",
+                        address=address,
+                        port=self._listener.port,
+                    )
+                    continue
                 raise ListenError(
                     f"cannot listen on {address} port {self._listener.port}: {e}"
                 ) from e
@@ -428,6 +438,11 @@ class ListenerService(Service):
                 port=port.getHost().port,
                 names=", ".join(self._listener.resources),
             )
+        if not self.ports:
+            raise ListenError(
+                f"cannot listen on any of {', '.join(self._listener.bind_addresses)} "
+                f"port {self._listener.port}"
+            )
 
     def stopService(self) -> Deferred[Any]:
         super().stopService()  # type: ignore[no-untyped-call]
@@ -437,8 +452,19 @@ class ListenerService(Service):
         )
 
 
+def _no_ipv6(error: Exception) -> bool:
+    socket_error = getattr(error, "socketError", None)
+    return isinstance(socket_error, OSError) and socket_error.errno in (
+        errno.EAFNOSUPPORT,
+        errno.EADDRNOTAVAIL,
+    )
+
+
 async def _stop(port: IListeningPort) -> None:
-    await port.stopListening()  # type: ignore[misc]
+    # IListeningPort.stopListening "may return a Deferred".
+    result = port.stopListening()
+    if isinstance(result, Deferred):
+        await result
 
 
 class ListenError(Exception):

@@ -311,3 +311,36 @@ class StartupFailureTests(SynchronousTestCase):
         self.assertEqual(len(fatal), 1)
         self.assertTrue(fatal[0].startswith("refusing to start: cannot listen on 127.0.0.1 port 0"))
         self.successResultOf(service.stopService())
+
+    def test_no_ipv6_is_not_fatal(self) -> None:
+        """Without IPv6, '::1' is skipped with a warning while 127.0.0.1 serves."""
+        import errno as errno_
+
+        class NoIPv6Reactor(MemoryReactorClock):
+            def listenTCP(
+                self, port: int, factory: Any, backlog: int = 50, interface: str = ""
+            ) -> Any:
+                if ":" in interface:
+                    raise CannotListenError(interface, port, OSError(errno_.EADDRNOTAVAIL, "no"))
+                return super().listenTCP(port, factory, backlog, interface)
+
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        listeners = [
+            {"port": 8008, "bind_addresses": ["::1", "127.0.0.1"], "resources": [{"names": ["client"]}]}
+        ]
+        config = load_config(write_config(directory, listeners=listeners))
+        os.makedirs(config.data_dir)
+        fatal: list[str] = []
+        service = tap.make_service_from_config(
+            config,
+            NoIPv6Reactor(),
+            fatal.append,
+            database=Database.inline(Engine.SQLITE, str(config.database.args["database"])),
+        )
+        service.startService()
+        self.successResultOf(service.ready)
+        self.assertEqual(fatal, [])
+        listener = next(s for s in service if isinstance(s, tap.ListenerService))
+        self.assertEqual(len(listener.ports), 1)
+        self.successResultOf(service.stopService())
