@@ -1026,3 +1026,52 @@ def unhandled_errors(server: ServerProcess, limit: int = 20) -> list[str]:
                 if len(found) >= limit:
                     return found
     return found
+
+
+# --------------------------------------------------------------------------------------
+# PostgreSQL: a throwaway database per test
+# --------------------------------------------------------------------------------------
+
+POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+POSTGRES_DB = "test"
+
+
+def postgres_database(testcase: SkippingTestCase) -> dict[str, Any]:
+    """A fresh, empty PostgreSQL schema in the ``test`` database for ``testcase`` (dropped at
+    cleanup), as Ruma/Synapse-style ``database.args`` whose connections use it as their
+    ``search_path``. Skips (fails under CI) if PostgreSQL at 127.0.0.1:5432 is unreachable.
+
+    A schema rather than a database: ``DROP DATABASE`` forces a checkpoint, which takes up to
+    a minute on a busy server; ``DROP SCHEMA … CASCADE`` does not.
+    """
+    try:
+        import psycopg2
+    except ImportError:
+        require_peer(False, "psycopg2 is not installed")
+        raise
+    schema = f"ruma_interop_{secrets.token_hex(4)}"
+    try:
+        conn = psycopg2.connect(dbname=POSTGRES_DB, connect_timeout=5, **POSTGRES)
+    except psycopg2.OperationalError as e:
+        require_peer(False, f"PostgreSQL is not reachable at 127.0.0.1:5432: {e}")
+        raise
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE SCHEMA "{schema}"')
+    conn.close()
+
+    def drop() -> None:
+        conn = psycopg2.connect(dbname=POSTGRES_DB, connect_timeout=5, **POSTGRES)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        conn.close()
+
+    testcase.addCleanup(drop)
+    return {
+        **POSTGRES,
+        "database": POSTGRES_DB,
+        "options": f"-c search_path={schema}",
+        "cp_min": 1,
+        "cp_max": 5,
+    }

@@ -28,6 +28,7 @@ from tests.interop.processes import (
     ServerProcess,
     Session,
     http_json,
+    postgres_database,
     register_session,
     start_ruma,
     start_synapse,
@@ -256,6 +257,14 @@ class RumaRestartTests(RestartMixin, TestCase):
     def check_logs(self, server: ServerProcess) -> None:
         """Recovering from kill -9 logs no unhandled error and no critical event."""
         self.assertEqual(unhandled_errors(server), [], "recovery left unhandled errors")
+
+
+class RumaPostgresRestartTests(RumaRestartTests):
+    """kill -9 and restart of Ruma on PostgreSQL."""
+
+    def start_server(self) -> ServerProcess:
+        args = postgres_database(self)
+        return start_ruma(self, config_overrides={"database": {"name": "psycopg2", "args": args}})
 
 
 class SynapseRestartTests(RestartMixin, TestCase):
