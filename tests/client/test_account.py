@@ -580,6 +580,9 @@ class _OneAppservice:
     async def can_register(self, appservice_id: str, user_id: str) -> bool:
         return user_id.startswith("@bridge_")
 
+    async def is_exclusive_user(self, user_id: str) -> bool:
+        return user_id.startswith("@bridge_")
+
 
 class AppserviceHookTests(SynchronousTestCase):
     def setUp(self) -> None:
@@ -617,6 +620,17 @@ class AppserviceHookTests(SynchronousTestCase):
             "POST", "/register", {"username": "bridge_b", "auth": {"type": "m.login.application_service"}},
         )  # fmt: skip
         self.assertEqual((code, resp["errcode"]), (401, "M_MISSING_TOKEN"))
+
+    def test_exclusive_namespace_is_reserved(self) -> None:
+        """Ordinary registration of a name in an exclusive appservice namespace is M_EXCLUSIVE."""
+        hs = make_homeserver(self)
+        hs.hs.auth.appservices = _OneAppservice("test")
+        code, body = hs.request(
+            "POST", "/register", {"username": "bridge_x", "password": "pw", "auth": DUMMY}
+        )
+        self.assertEqual((code, body["errcode"]), (400, "M_EXCLUSIVE"))
+        code, body = hs.request("GET", "/register/available?username=bridge_x")
+        self.assertEqual((code, body["errcode"]), (400, "M_EXCLUSIVE"))
 
     def test_appservice_login(self) -> None:
         """An appservice can log in as one of its users and gets a normal device and token."""
