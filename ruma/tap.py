@@ -557,21 +557,34 @@ class PidFileService(Service):
             pass
 
 
+def _config_name(config: HomeserverConfig) -> str:
+    return os.path.basename(config.config_path) if config.config_path else "config"
+
+
 def ensure_signing_key(config: HomeserverConfig) -> SigningKey:
     """Read the signing key, creating it (mode 0600) if the file does not exist."""
     path = config.signing_key_path
-    if not os.path.exists(path):
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        key = generate_signing_key("a_" + os.urandom(3).hex())
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(write_signing_keys([key]))
-        log.info("generated a new signing key in {path}", path=path)
-        return key
-    with open(path) as f:
-        keys = read_signing_keys(f.read())
+    try:
+        if not os.path.exists(path):
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            key = generate_signing_key("a_" + os.urandom(3).hex())
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(write_signing_keys([key]))
+            log.info("generated a new signing key in {path}", path=path)
+            return key
+        with open(path) as f:
+            keys = read_signing_keys(f.read())
+    except OSError as e:
+        raise ConfigError(
+            f"{_config_name(config)}: signing_key_path: cannot use {path}: {e.strerror}"
+        ) from None
+    except ValueError as e:
+        raise ConfigError(
+            f"{_config_name(config)}: signing_key_path: {path} is not a signing key file: {e}"
+        ) from None
     if not keys:
-        raise ConfigError(f"{path}: signing key file is empty")
+        raise ConfigError(f"{_config_name(config)}: signing_key_path: {path} holds no key")
     return keys[0]
 
 
@@ -602,20 +615,32 @@ def tls_context(config: HomeserverConfig) -> Any:
     from twisted.internet import ssl
 
     assert config.tls_certificate_path and config.tls_private_key_path
-    with open(config.tls_certificate_path, "rb") as f:
-        cert_pem = f.read()
-    with open(config.tls_private_key_path, "rb") as f:
-        key_pem = f.read()
-    cert = ssl.PrivateCertificate.loadPEM(cert_pem + b"\n" + key_pem)
-    chain = [
-        ssl.Certificate.loadPEM(c).original
-        for c in _pem_blocks(cert_pem)[1:]
-    ]
-    return ssl.CertificateOptions(
-        privateKey=cert.privateKey.original,
-        certificate=cert.original,
-        extraCertChain=chain or None,
-    )
+    pems: dict[str, bytes] = {}
+    for key, path in (
+        ("tls_certificate_path", config.tls_certificate_path),
+        ("tls_private_key_path", config.tls_private_key_path),
+    ):
+        try:
+            with open(path, "rb") as f:
+                pems[key] = f.read()
+        except OSError as e:
+            raise ConfigError(
+                f"{_config_name(config)}: {key}: cannot read {path}: {e.strerror}"
+            ) from None
+    cert_pem = pems["tls_certificate_path"]
+    try:
+        cert = ssl.PrivateCertificate.loadPEM(cert_pem + b"\n" + pems["tls_private_key_path"])
+        chain = [ssl.Certificate.loadPEM(c).original for c in _pem_blocks(cert_pem)[1:]]
+        return ssl.CertificateOptions(
+            privateKey=cert.privateKey.original,
+            certificate=cert.original,
+            extraCertChain=chain or None,
+        )
+    except Exception as e:
+        raise ConfigError(
+            f"{_config_name(config)}: tls_certificate_path: with tls_private_key_path, not a "
+            f"usable PEM certificate and key ({e})"
+        ) from None
 
 
 def _pem_blocks(pem: bytes) -> list[bytes]:
@@ -651,26 +676,31 @@ def make_service_from_config(
     database: Database | None = None,
 ) -> HomeserverService:
     """The service tree for ``config``; ``on_fatal(message)`` is called if startup fails."""
+    # Everything read from files first, so a mistake is reported before anything is opened.
     signing_key = ensure_signing_key(config)
+    tls = tls_context(config) if any(li.tls for li in config.listeners) else None
     db = database if database is not None else open_database(config, reactor)
 
     def run_in_thread(func: Callable[..., Any], *args: Any) -> Deferred[Any]:
         return deferToThreadPool(reactor, reactor.getThreadPool(), func, *args)
 
-    hs = build_homeserver(
-        config,
-        reactor=reactor,
-        clock=reactor,
-        database=db,
-        signing_key=signing_key,
-        run_in_thread=run_in_thread,
-    )
+    try:
+        hs = build_homeserver(
+            config,
+            reactor=reactor,
+            clock=reactor,
+            database=db,
+            signing_key=signing_key,
+            run_in_thread=run_in_thread,
+        )
+    except BaseException:
+        db.close()
+        raise
     top = HomeserverService(hs, on_fatal)
     if config.pid_file:
         PidFileService(config.pid_file).setServiceParent(top)  # type: ignore[no-untyped-call]
     for svc in hs.services:
         svc.setServiceParent(top)
-    tls = tls_context(config) if any(li.tls for li in config.listeners) else None
     for listener in config.listeners:
         site = make_site(hs.root_resource(listener.resources), listener)
         service = ListenerService(reactor, listener, site, tls if listener.tls else None)

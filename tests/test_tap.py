@@ -344,3 +344,53 @@ class StartupFailureTests(SynchronousTestCase):
         listener = next(s for s in service if isinstance(s, tap.ListenerService))
         self.assertEqual(len(listener.ports), 1)
         self.successResultOf(service.stopService())
+
+
+class FileProblemsTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.dir = os.path.abspath(self.mktemp())
+        os.makedirs(self.dir)
+
+    def exit_message(self, **extra: Any) -> str:
+        with self.assertRaises(SystemExit) as cm:
+            tap.makeService({"config": write_config(self.dir, **extra)})
+        return str(cm.exception.code)
+
+    def test_bad_signing_key(self) -> None:
+        """A corrupt signing key file is reported with the config field, not a traceback."""
+        key = os.path.join(self.dir, "bad.key")
+        with open(key, "w") as f:
+            f.write("ed25519 a_1 not-base64!!\n")
+        message = self.exit_message(signing_key_path=key)
+        self.assertTrue(
+            message.startswith("ruma: homeserver.yaml: signing_key_path: "), message
+        )
+
+    def test_missing_tls_files(self) -> None:
+        """Unreadable TLS files name the field."""
+        message = self.exit_message(
+            tls_certificate_path="nope.crt",
+            tls_private_key_path="nope.key",
+            listeners=[
+                {"port": 8448, "tls": True, "resources": [{"names": ["federation"]}]}
+            ],
+        )
+        self.assertTrue(
+            message.startswith("ruma: homeserver.yaml: tls_certificate_path: cannot read"), message
+        )
+
+    def test_garbage_tls_files(self) -> None:
+        """Files that are not PEM are refused at startup with the field named."""
+        for name in ("c.pem", "k.pem"):
+            with open(os.path.join(self.dir, name), "w") as f:
+                f.write("garbage\n")
+        message = self.exit_message(
+            tls_certificate_path="c.pem",
+            tls_private_key_path="k.pem",
+            listeners=[
+                {"port": 8448, "tls": True, "resources": [{"names": ["federation"]}]}
+            ],
+        )
+        self.assertTrue(
+            message.startswith("ruma: homeserver.yaml: tls_certificate_path: "), message
+        )
