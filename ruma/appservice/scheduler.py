@@ -94,6 +94,9 @@ class Delivery(Protocol):
     def wake(self) -> None:
         """Something new is queued."""
 
+    def retry_now(self) -> None:
+        """The appservice showed it is up (it answered a ping): stop backing off."""
+
     def stop(self) -> Deferred[None]:
         """Stop sending (a fixed transaction stays in the database); fires once stopped."""
 
@@ -203,6 +206,15 @@ def _build() -> Callable[[DeliveryCore], Delivery]:
     def recovered(c: Delivery, s: DeliveryCore, running: Deferred[None]) -> None:
         s.log.info("appservice {as_id} has caught up", as_id=s.as_id)
 
+    @pep614(Down.upon(Delivery.retry_now).to(Recovering))
+    def retry_now(c: Delivery, s: DeliveryCore, timer: IDelayedCall) -> None:
+        if timer.active():
+            timer.cancel()
+        s.log.info("appservice {as_id} answered: retrying now", as_id=s.as_id)
+
+    for state in (Up, Sending, Recovering):
+        state.upon(Delivery.retry_now).loop().returns(None)
+
     @pep614(Up.upon(Delivery.stop).to(Stopped))
     @pep614(Stopped.upon(Delivery.stop).loop())
     def stopped(c: Delivery, s: DeliveryCore) -> Deferred[None]:
@@ -222,7 +234,9 @@ def _build() -> Callable[[DeliveryCore], Delivery]:
             timer.cancel()
         return succeed(None)
 
-    for inp in (Delivery.wake, Delivery._drained, Delivery._failed, Delivery._retry):
+    for inp in (
+        Delivery.wake, Delivery.retry_now, Delivery._drained, Delivery._failed, Delivery._retry
+    ):
         Stopped.upon(inp).loop().returns(None)
     return m.build()
 
@@ -307,9 +321,16 @@ class AppservicePusher(DurableSubscriber):
         return 0 if core is None else core.failures
 
     def wake(self, as_id: str) -> None:
-        """Look at ``as_id``'s queue now (e.g. after an operator's ping)."""
+        """Look at ``as_id``'s queue (something may have been queued)."""
         if not self._stopping and as_id in self._sinks:
             self._delivery(as_id).wake()
+
+    def appservice_is_up(self, as_id: str) -> None:
+        """``as_id`` just answered us (a ping): if its delivery is backing off, retry now."""
+        if not self._stopping and as_id in self._sinks:
+            delivery = self._delivery(as_id)
+            delivery.retry_now()
+            delivery.wake()
 
     async def _transmit(self, as_id: str) -> bool:
         reg = self.registry.get(as_id)

@@ -76,8 +76,8 @@ class AppserviceEndpoints:
                 status=status,
                 body=json.dumps(answer) if answer is not None else "",
             )
-        # A successful ping is a good moment to retry a backed-off delivery.
-        self._as.pusher.wake(appservice_id)
+        # The appservice is up: a delivery backing off from it retries now.
+        self._as.pusher.appservice_is_up(appservice_id)
         return {"duration_ms": int(round((self._clock.seconds() - started) * 1000))}
 
     # -- third-party lookups ---------------------------------------------------------------

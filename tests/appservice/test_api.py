@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ruma.appservice.registration import parse_registration
+from ruma.errors import MatrixError
 from tests.appservice.support import AS_TOKEN, registration, write_registration
 from tests.appservice.test_delivery import AS_HOST, DeliveryTestCase
 
@@ -288,10 +289,38 @@ class BridgeTests(DeliveryTestCase):
         bodies = [e["content"].get("body") for e in mine]
         self.assertEqual(bodies[-2:], ["from the bridge", "to both"])
         self.assertEqual([e for e in mine if e["event_id"] == event_id][0]["origin_server_ts"], 999)
-        with self.assertRaises(Exception):
+        with self.assertRaises(MatrixError):
             bridge.intent(self.alice)
 
     def build_unstarted(self) -> Any:
         from tests.appservice.support import AppserviceHomeserver
 
         return AppserviceHomeserver(self, self.dir, [self.reg_file], self.agent, start=False)
+
+
+class PingRecoveryTests(DeliveryTestCase):
+    def test_ping_ends_the_backoff(self) -> None:
+        """A successful ping while deliveries back off sends the queue at once."""
+        self.agent.down.add(AS_HOST.encode())
+        self.hs.send_text(self.alice_token, self.room_id, "queued")
+        self.hs.advance(3)
+        self.hs.advance(5)  # two failures: the next try is several seconds away
+        self.agent.down.discard(AS_HOST.encode())
+        status, body = self.hs.request(
+            "POST", "/_matrix/client/v1/appservice/irc/ping", {}, token=AS_TOKEN
+        )
+        self.assertEqual(status, 200, body)
+        self.hs.pump()
+        self.assertEqual(self.bodies(), ["queued"])
+
+
+class MasqueradingRegistrationTests(DeliveryTestCase):
+    def test_register_while_masquerading_as_the_new_user(self) -> None:
+        """mautrix registers a puppet with ``?user_id=`` naming that (unregistered) puppet;
+        registration authenticates the appservice itself, so this works."""
+        status, body = self.as_request(
+            "POST", "/register?kind=user&user_id=@irc_newbie:test",
+            {"type": "m.login.application_service", "username": "irc_newbie",
+             "inhibit_login": True},
+        )
+        self.assertEqual((status, body.get("user_id")), (200, "@irc_newbie:test"), body)
