@@ -204,7 +204,7 @@ class AccountEndpoints:
         return await self._registration_result(user_id, None, display_name, False)
 
     async def _register_appservice(self, request: IRequest, body: JsonDict) -> JsonDict:
-        requester = await self._auth.get_requester(request)
+        requester = await self._auth.get_appservice_requester(request)
         hook = self._auth.appservices
         if requester.appservice_id is None or hook is None:
             raise MatrixError(
@@ -278,7 +278,7 @@ class AccountEndpoints:
         if login_type != LOGIN_APPSERVICE:
             self.rc_login_address.check(client_ip(request))
         if login_type == LOGIN_APPSERVICE:
-            requester = await self._auth.get_requester(request)
+            requester = await self._auth.get_appservice_requester(request)
             if requester.appservice_id is None:
                 raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Not an application service token")
             user_id = self._login_user(body)

@@ -92,6 +92,21 @@ class Authenticator:
         # The appservice hook: ruma.appservice sets this when it is wired in ruma/tap.py.
         self.appservices = appservices
 
+    async def get_appservice_requester(self, request: IRequest) -> Requester:
+        """The appservice itself (its sender), ignoring ``?user_id=``: for registering and
+        logging in its users, which mautrix-based bridges do while masquerading as the
+        not-yet-registered user. 401 unless the token is an appservice's."""
+        token = get_access_token(request)
+        if token is None:
+            raise MatrixError(401, Codes.MISSING_TOKEN, "Missing access token", soft_logout=False)
+        if self.appservices is not None:
+            requester = await self.appservices.requester_for_token(token, None, None)
+            if requester is not None:
+                return requester
+        raise MatrixError(
+            401, Codes.UNKNOWN_TOKEN, "Not an application service token", soft_logout=False
+        )
+
     async def get_requester(self, request: IRequest, *, allow_guest: bool = False) -> Requester:
         token = get_access_token(request)
         if token is None:
