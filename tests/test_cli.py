@@ -174,3 +174,31 @@ class CliTests(SynchronousTestCase):
         self.assertEqual(server.execute("SELECT COUNT(*) FROM users").fetchone(), (1,))
         server.execute("COMMIT")
         self.assertEqual(server.execute("SELECT COUNT(*) FROM users").fetchone(), (2,))
+
+    def test_check_config(self) -> None:
+        """check-config summarises a valid config and creates nothing."""
+        self.generate()
+        config = load_config(self.config_path)
+        os.unlink(config.signing_key_path)
+        code, out = self.run_cli("check-config", "-c", self.config_path)
+        self.assertEqual(code, 0, self.stderr.getvalue())
+        self.assertIn("server name:  example.org", out)
+        self.assertIn("will be created on first start", out)
+        self.assertIn("http port 8008", out)
+        self.assertFalse(os.path.exists(config.signing_key_path))
+        self.assertFalse(os.path.exists(str(config.database.args["database"])))
+
+    def test_check_config_reports_problems(self) -> None:
+        """check-config fails with the file and field of the first problem, including
+        sections other parts of Ruma parse (application service registrations)."""
+        self.generate()
+        with open(self.config_path, "a") as f:
+            f.write("app_service_config_files: [missing.yaml]\n")
+        code, _ = self.run_cli("check-config", "-c", self.config_path)
+        self.assertEqual(code, 1)
+        self.assertIn("missing.yaml", self.stderr.getvalue())
+        with open(self.config_path, "a") as f:
+            f.write("listeners: [{port: 0.5}]\n")
+        code, _ = self.run_cli("check-config", "-c", self.config_path)
+        self.assertEqual(code, 1)
+        self.assertIn("homeserver.yaml: listeners[0].port: must be an integer 1-65535", self.stderr.getvalue())
