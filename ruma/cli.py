@@ -18,14 +18,23 @@ from typing import Any, TextIO
 import yaml
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 
 from ruma.accounts import AccountService, PasswordHasher, run_inline
 from ruma.appservice.cli import add_appservice_parser, run_appservice_command
 from ruma.config import ConfigError, HomeserverConfig, generate_config, load_config, parse_config
 from ruma.errors import MatrixError
+from ruma.protocol.signing import generate_signing_key
 from ruma.storage.accounts import AccountStore
 from ruma.storage.database import Database, Engine, SchemaTooNew
-from ruma.tap import DEFAULT_CONFIG, DEFAULT_DATA_DIR, ensure_signing_key, postgres_args
+from ruma.tap import (
+    DEFAULT_CONFIG,
+    DEFAULT_DATA_DIR,
+    build_homeserver,
+    ensure_signing_key,
+    postgres_args,
+    tls_context,
+)
 
 
 class CommandError(Exception):
@@ -58,6 +67,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--force", action="store_true", help="overwrite an existing config file")
 
+    check = sub.add_parser(
+        "check-config",
+        help="validate homeserver.yaml without starting the server",
+        description="Load and validate the configuration, its signing key and TLS files, "
+        "and print what the server would do. Creates and changes nothing.",
+    )
+    check.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="path to homeserver.yaml")
+
     reg = sub.add_parser(
         "register-user",
         help="create a user account in the database",
@@ -85,6 +102,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
             register_user(args, out)
         elif args.command == "appservice":
             return run_appservice_command(args, out, open_inline_database, _wait)
+        elif args.command == "check-config":
+            check_config(args, out)
     except (CommandError, ConfigError) as e:
         sys.stderr.write(f"ruma: {e}\n")
         return 1
@@ -112,6 +131,56 @@ def generate(args: argparse.Namespace, out: TextIO) -> None:
     else:
         out.write(f"Created signing key {config.signing_key_path}.\n")
     out.write(f"Start the server with: twistd -n ruma -c {args.output}\n")
+
+
+def check_config(args: argparse.Namespace, out: TextIO) -> None:
+    config = load_config(args.config)
+    if os.path.exists(config.signing_key_path):
+        key = ensure_signing_key(config)
+        key_line = f"{config.signing_key_path} ({key.key_id})"
+    else:
+        key_line = f"{config.signing_key_path} (will be created on first start)"
+    if any(li.tls for li in config.listeners):
+        tls_context(config)
+    # Build the whole homeserver once, on a memory reactor and a throwaway in-memory
+    # database, so the sections other parts parse while wiring (federation, application
+    # service registrations...) are validated too.
+    scratch = Database.inline(Engine.SQLITE, ":memory:")
+    try:
+        build_homeserver(
+            config,
+            reactor=MemoryReactorClock(),
+            clock=MemoryReactorClock(),
+            database=scratch,
+            signing_key=generate_signing_key("check"),
+        )
+    finally:
+        scratch.close()
+    if config.database.is_sqlite:
+        db_line = f"SQLite {config.database.args['database']}"
+    else:
+        args_ = config.database.args
+        db_line = (
+            f"PostgreSQL ({config.database.name}) "
+            f"{args_.get('user', '')}@{args_.get('host', 'localhost')}/"
+            f"{args_.get('database', args_.get('dbname', ''))}"
+        )
+    out.write(f"{args.config}: OK\n")
+    out.write(f"  server name:  {config.server_name}\n")
+    out.write(f"  signing key:  {key_line}\n")
+    out.write(f"  database:     {db_line}\n")
+    if not config.listeners:
+        out.write("  listeners:    none (the server would refuse to start)\n")
+    for li in config.listeners:
+        scheme = "https" if li.tls else "http"
+        out.write(
+            f"  listener:     {scheme} port {li.port} on {', '.join(li.bind_addresses)}"
+            f" for {', '.join(li.resources)}\n"
+        )
+    registration = "off"
+    if config.enable_registration:
+        registration = "with a token" if config.registration_requires_token else "open"
+    out.write(f"  registration: {registration}\n")
 
 
 def open_inline_database(config: HomeserverConfig) -> Database:
