@@ -250,6 +250,10 @@ def _remote_failure(what: str, room_id: str, attempts: list[_Attempt]) -> Matrix
         return forbidden(f"Not allowed to {what} {room_id} (servers tried: {tried})")
     if all(a.status == 404 for a in attempts):
         return not_found(f"No server knows {room_id} (servers tried: {tried})")
+    if all(a.status is None or a.status == 404 for a in attempts):
+        # Nobody answered (unreachable, or not a Matrix server): as far as we can tell
+        # there is no such room.
+        return not_found(f"Could not reach any server of {room_id} (tried: {tried})")
     return MatrixError(
         502, Codes.UNKNOWN, f"Could not {what} {room_id} through any server (tried: {tried})"
     )

@@ -380,7 +380,8 @@ class QueryClient:
             self.log.info(
                 "query {kind} to {server} failed: {e}", kind=kind, server=destination, e=e
             )
-            if e.status == 404:
+            if e.status == 404 or e.status is None:
+                # Not there, or the server cannot be reached: nothing found.
                 return None
             raise MatrixError(
                 502, Codes.UNKNOWN, f"Could not query {destination}"

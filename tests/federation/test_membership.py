@@ -99,14 +99,18 @@ class JoinTests(SynchronousTestCase):
         )
 
     def test_unreachable_server(self) -> None:
-        """With the room's server down the join fails with our own error, not a remote one."""
+        """With the room's server down the join fails with our own 404 naming the servers
+        tried, and nothing is joined."""
         room = self.fed.create_room("a.test", self.alice_tok, preset="public_chat")
         self.fed.agent.down.add("a.test")
         status, body = self.fed.request(
             "b.test", "POST", f"/join/{q(room)}?server_name=a.test", {}, self.bob_tok
         )
-        self.assertEqual(status, 502, body)
+        self.assertEqual((status, body["errcode"]), (404, "M_NOT_FOUND"), body)
         self.assertIn("a.test", body["error"])
+        self.assertEqual(
+            self.fed.ok("b.test", "GET", "/joined_rooms", None, self.bob_tok)["joined_rooms"], []
+        )
 
     def test_leave_across_servers(self) -> None:
         """Bob leaves: the leave reaches the room on a.test (once sent), and b.test has him
@@ -170,6 +174,31 @@ class ResidentServerTests(SynchronousTestCase):
                 query={"ver": ["12"]},
             )
         self.assertEqual(cm.exception.status, 403)
+
+    def test_server_acl_refuses_make_join(self) -> None:
+        """A server denied by the room's m.room.server_acl gets 403 from make_join."""
+        self.fed.ok(
+            "a.test", "PUT", f"/rooms/{q(self.room)}/state/m.room.server_acl",
+            {"allow": ["*"], "deny": ["b.test"], "allow_ip_literals": True}, self.alice_tok,
+        )
+        e = self.make_join(["12"])
+        self.assertEqual((e.status, e.errcode), (403, "M_FORBIDDEN"))
+
+    def test_send_join_v1_answers_the_old_array(self) -> None:
+        """The v1 send_join (for old peers) answers ``[200, {state, auth_chain, ...}]``."""
+        from ruma.protocol.events import compute_event_id
+        from ruma.protocol.room_versions import KNOWN_ROOM_VERSIONS
+
+        pdu = self._signed_join()
+        event_id = compute_event_id(pdu, KNOWN_ROOM_VERSIONS["12"])
+        answer = self.fed.fed_request(
+            "b.test", "a.test", "PUT",
+            f"/_matrix/federation/v1/send_join/{q(self.room)}/{q(event_id)}", body=pdu,
+        )
+        self.assertEqual(answer[0], 200)
+        self.assertIn("state", answer[1])
+        self.assertIn("auth_chain", answer[1])
+        self.assertEqual(self.fed.membership("a.test", self.room, "@bob:b.test"), "join")
 
     def _signed_join(self, tamper: Any = None) -> dict[str, Any]:
         from ruma.protocol.events import add_hashes_and_signature
