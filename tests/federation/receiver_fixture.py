@@ -22,6 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ruma.federation.http import FederationError
 from ruma.protocol.events import Event, auth_types_for_event, build_event
+from ruma.storage.database import Database, Engine
 from tests.federation.memory import MemoryFederationAgent
 from tests.harness import TestHomeserver, make_homeserver
 
@@ -38,7 +39,8 @@ class Servers:
         *, joins: bool = False,
     ) -> None:
         """``joins=True`` plugs in the membership federation (remote joins over
-        make_join/send_join) so a server can join a room for real."""
+        make_join/send_join) so a server can join a room for real. A test case with
+        ``engine = Engine.POSTGRES`` gets each server on its own PostgreSQL schema."""
         self.test_case = test_case
         self.agent = MemoryFederationAgent()
         # Every federation request made: (method, uri).
@@ -52,7 +54,10 @@ class Servers:
         self.agent.request = recording  # type: ignore[method-assign]
         self.hs: dict[str, TestHomeserver] = {}
         for name in names:
-            hs = make_homeserver(test_case, server_name=name, federation_agent=self.agent)
+            if getattr(test_case, "engine", Engine.SQLITE) is Engine.POSTGRES:
+                hs = _postgres_homeserver(test_case, name, self.agent)
+            else:
+                hs = make_homeserver(test_case, server_name=name, federation_agent=self.agent)
             if joins and getattr(hs.hs, "room_federation", None) is None:
                 from ruma.federation.rooms_wiring import wire_from_homeserver
 
@@ -195,3 +200,38 @@ class Servers:
         events = self.run(self.store(server).get_room_events(
             room_id, from_pos=0, to_pos=2**62, limit=100_000, backwards=False))
         return [e for _, e in events]
+
+
+def _postgres_homeserver(
+    test_case: SynchronousTestCase, name: str, agent: MemoryFederationAgent
+) -> TestHomeserver:
+    """``make_homeserver``'s graph on a fresh PostgreSQL schema (skipped without PostgreSQL
+    unless CI=true)."""
+    import os
+
+    from twisted.internet.testing import MemoryReactorClock
+
+    from ruma.accounts import run_inline
+    from ruma.config import config_for_tests
+    from ruma.protocol.signing import generate_signing_key
+    from ruma.tap import build_homeserver
+    from tests.harness import _TEST_DEFAULTS
+    from tests.storage.engines import _create_schema, pg_args
+
+    schema = _create_schema(test_case)
+    db = Database.inline(Engine.POSTGRES, {**pg_args(), "options": f"-c search_path={schema}"})
+    test_case.addCleanup(db.close)
+    test_case.successResultOf(Deferred.fromCoroutine(db.prepare()))
+    data_dir = os.path.abspath(test_case.mktemp())
+    os.makedirs(data_dir)
+    clock = MemoryReactorClock()
+    hs = build_homeserver(
+        config_for_tests(name, data_dir, **_TEST_DEFAULTS),
+        reactor=clock,
+        clock=clock,
+        database=db,
+        signing_key=generate_signing_key("test"),
+        run_in_thread=run_inline,
+        federation_agent=agent,
+    )
+    return TestHomeserver(test_case, hs)

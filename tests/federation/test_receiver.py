@@ -8,6 +8,7 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from ruma.protocol.events import add_hashes_and_signature
+from ruma.storage.database import Engine
 from tests.federation.receiver_fixture import Servers
 
 
@@ -311,3 +312,9 @@ class TransactionTests(SynchronousTestCase):
         events = sync["to_device"]["events"]
         self.assertEqual([(e["sender"], e["content"]) for e in events],
                          [(self.bob, {"hello": "alice"})])
+
+
+class TransactionTestsPostgres(TransactionTests):
+    """The same on PostgreSQL."""
+
+    engine = Engine.POSTGRES

@@ -8,6 +8,7 @@ import time
 from twisted.trial.unittest import SynchronousTestCase
 
 from ruma.protocol.events import Event
+from ruma.storage.database import Engine
 from tests.federation.receiver_fixture import Servers
 
 
@@ -44,3 +45,9 @@ class BurstTests(SynchronousTestCase):
         # No fetches were needed: every PDU's prev event came before it.
         self.assertFalse([u for _, u in s.requests if b"get_missing_events" in u])
         print(f"\n2,000 PDUs accepted in {elapsed:.1f} s ({2000 / elapsed:.0f} PDUs/s)")
+
+
+class BurstTestsPostgres(BurstTests):
+    """The same on PostgreSQL."""
+
+    engine = Engine.POSTGRES

@@ -167,3 +167,29 @@ class CheckPDUTests(SynchronousTestCase):
         event = parse_pdu(pdu, RoomVersions.V10)
         self.assertEqual(dict(event.unsigned), {"age": 5})
         self.assertEqual(ALICE.split(":")[1], "a.test")
+
+
+class CachedKeysTests(SynchronousTestCase):
+    def test_keys_are_asked_for_once_per_validity_horizon(self) -> None:
+        """A key found valid at T answers later lookups at or before T from memory; a lookup
+        after T (or a failure) goes back to the keyring."""
+        from ruma.federation.inbound.signatures import CachedKeys
+
+        table = KeyTable(valid_until=5_000)
+        cache = CachedKeys(table)
+        key_id = server_key("b.test").key_id
+
+        def get(ts: int | None) -> Any:
+            return Deferred.fromCoroutine(cache.get_verify_key("b.test", key_id, valid_at_ts=ts))
+
+        self.successResultOf(get(3_000))
+        self.successResultOf(get(1_000))
+        self.successResultOf(get(3_000))
+        self.assertEqual(len(table.asked), 1)
+        self.successResultOf(get(4_000))
+        self.assertEqual(len(table.asked), 2)
+        self.failureResultOf(get(6_000), LookupError)
+        self.assertEqual(len(table.asked), 3)
+        self.successResultOf(get(None))  # no time constraint: any key found will do
+        self.successResultOf(get(4_000))
+        self.assertEqual(len(table.asked), 3)

@@ -8,6 +8,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
+from ruma.storage.database import Engine
 from tests.federation.receiver_fixture import Servers, q
 
 
@@ -136,3 +137,9 @@ class GapTests(SynchronousTestCase):
         self.assertEqual(len(self.paths("/get_missing_events/")), 1)
         # Both requests waited on the one processing (none found a stored answer).
         self.assertEqual(waits, [("b.test", "dup")] * 2)
+
+
+class GapTestsPostgres(GapTests):
+    """The same on PostgreSQL."""
+
+    engine = Engine.POSTGRES

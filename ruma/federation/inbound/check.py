@@ -14,7 +14,12 @@ from typing import Any
 from twisted.logger import Logger
 
 from ruma.federation.inbound.errors import PDUError
-from ruma.federation.inbound.signatures import KeySource, check_hash, check_signatures
+from ruma.federation.inbound.signatures import (
+    CachedKeys,
+    KeySource,
+    check_hash,
+    check_signatures,
+)
 from ruma.federation.inbound.validate import parse_pdu
 from ruma.protocol.events import Event
 from ruma.protocol.room_versions import RoomVersion
@@ -28,7 +33,7 @@ class PDUChecker:
     log = Logger()
 
     def __init__(self, keys: KeySource) -> None:
-        self._keys = keys
+        self._keys = CachedKeys(keys)
 
     async def check_pdu(
         self,

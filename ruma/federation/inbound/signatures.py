@@ -25,7 +25,7 @@ from ruma.protocol.events import (
 )
 from ruma.protocol.signing import ED25519, VerifyKey
 
-__all__ = ["KeySource", "check_hash", "check_signatures"]
+__all__ = ["CachedKeys", "KeySource", "check_hash", "check_signatures"]
 
 log = Logger(namespace="ruma.federation.inbound.signatures")
 
@@ -36,6 +36,37 @@ class KeySource(Protocol):
     async def get_verify_key(
         self, server_name: str, key_id: str, *, valid_at_ts: int | None = None
     ) -> VerifyKey: ...
+
+
+class CachedKeys:
+    """Remembers keys the keyring found, so a burst of PDUs does not ask it per PDU.
+
+    A key found usable at time T is usable at any earlier time (validity only has an end),
+    so a hit needs ``valid_at_ts`` no later than the latest time it was found valid at.
+    A key ID never changes its key, so entries need no expiry, only a size bound.
+    """
+
+    def __init__(self, keys: KeySource, size: int = 1000) -> None:
+        self._keys = keys
+        self._size = size
+        # (server, key_id) -> (key, latest valid_at_ts it was found usable at; None = any)
+        self._cache: dict[tuple[str, str], tuple[VerifyKey, int | None]] = {}
+
+    async def get_verify_key(
+        self, server_name: str, key_id: str, *, valid_at_ts: int | None = None
+    ) -> VerifyKey:
+        hit = self._cache.get((server_name, key_id))
+        if hit is not None:
+            key, checked = hit
+            if valid_at_ts is None or (checked is not None and valid_at_ts <= checked):
+                return key
+        key = await self._keys.get_verify_key(server_name, key_id, valid_at_ts=valid_at_ts)
+        if len(self._cache) >= self._size:
+            self._cache.clear()
+        if hit is not None and valid_at_ts is not None and hit[1] is not None:
+            valid_at_ts = max(valid_at_ts, hit[1])
+        self._cache[(server_name, key_id)] = (key, valid_at_ts)
+        return key
 
 
 async def check_signatures(event: Event, keys: KeySource) -> None:
