@@ -23,6 +23,11 @@ Using the checker::
     except PDUError as e:          # InvalidPDU, WrongRoom, BadSignature
         ...                        # e.reason is safe to send back; store nothing
     await room_writer.persist_event(event, ...)   # auth, soft-fail, state
+
+A checked event that may refer to things we lack (a backfilled or pushed event) goes in
+through ``hs.federation.pdus.on_pdu(origin, event)`` instead, which fetches missing prev
+and auth events from ``origin`` first; ``hs.federation.gaps.persist_outliers(events)``
+stores checked auth chains/state (e.g. a ``send_join`` answer) as outliers in auth order.
 """
 
 from ruma.federation.inbound.check import PDUChecker
