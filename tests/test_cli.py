@@ -7,6 +7,7 @@ import io
 import os
 import sys
 
+import yaml
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -16,6 +17,7 @@ from ruma.config import load_config
 from ruma.protocol.signing import read_signing_keys
 from ruma.storage.accounts import AccountStore
 from ruma.storage.database import Database, Engine
+from tests.storage.engines import PostgresEngine
 
 
 class CliTests(SynchronousTestCase):
@@ -202,3 +204,36 @@ class CliTests(SynchronousTestCase):
         code, _ = self.run_cli("check-config", "-c", self.config_path)
         self.assertEqual(code, 1)
         self.assertIn("homeserver.yaml: listeners[0].port: must be an integer 1-65535", self.stderr.getvalue())
+
+
+class CliPostgresTests(PostgresEngine):
+    def test_register_user_on_postgres(self) -> None:
+        """register-user writes to a PostgreSQL database configured Synapse-style."""
+        pg = self.db_args()
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        path = os.path.join(directory, "homeserver.yaml")
+        args = {
+            "user": pg["user"],
+            "host": pg["host"],
+            "database": pg["dbname"],
+            "options": pg["options"],
+            **({"port": pg["port"]} if "port" in pg else {}),
+        }
+        with open(path, "w") as f:
+            yaml.safe_dump(
+                {
+                    "server_name": "pg.test",
+                    "bcrypt_rounds": 4,
+                    "database": {"name": "psycopg2", "args": args},
+                },
+                f,
+            )
+        self.patch(sys, "stderr", io.StringIO())
+        out = io.StringIO()
+        code = cli.main(["register-user", "-c", path, "--user", "alice", "-p", "pw"], stdout=out)
+        self.assertEqual(code, 0, sys.stderr.getvalue())
+        user = self.successResultOf(
+            Deferred.fromCoroutine(AccountStore(self.make_db()).get_user("@alice:pg.test"))
+        )
+        self.assertIsNotNone(user)
