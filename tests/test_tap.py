@@ -19,6 +19,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from ruma import tap
 from ruma.config import load_config
 from ruma.storage.database import Database, Engine
+from tests.storage.engines import PostgresEngine
 
 TIMEOUT = 20
 
@@ -242,6 +243,33 @@ class RealReactorTests(TestCase):
         self.assertNotEqual(code, 0)
         self.assertIsNone(await service.hs.account_store.get_user("@dave:tap.test"))
 
+
+class RealReactorPostgresTests(PostgresEngine, TestCase):
+    timeout = TIMEOUT
+
+    async def test_serves_http_on_postgres(self) -> None:
+        """With a psycopg2 database the server migrates PostgreSQL and serves registrations."""
+        pg = self.db_args()
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        args = {"user": pg["user"], "host": pg["host"], "database": pg["dbname"]}
+        args["options"] = pg["options"]
+        args.update({"port": pg["port"]} if "port" in pg else {})
+        path = write_config(directory, database={"name": "psycopg2", "args": args})
+        service = tap.make_service_from_config(load_config(path), reactor, lambda m: None)
+        service.startService()
+        self.addCleanup(service.stopService)
+        await service.ready
+        listener = next(s for s in service if isinstance(s, tap.ListenerService))
+        port = listener.ports[0].getHost().port
+        http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+        body = {"username": "alice", "password": "pw", "auth": {"type": "m.login.dummy"}}
+        response = await http.post(
+            f"http://127.0.0.1:{port}/_matrix/client/v3/register", data=json.dumps(body).encode()
+        )
+        result = json.loads(await response.content())
+        self.assertEqual((response.code, result["user_id"]), (200, "@alice:tap.test"))
+        await service.stopService()
 
 class SiteTests(SynchronousTestCase):
     def test_access_log_hides_tokens(self) -> None:
