@@ -124,6 +124,7 @@ class FederationServices:
         access = RoomAccess(store)
         gaps = GapFiller(store, writer, fetcher)
         pdus = InboundPDUHandler(store, writer, gaps)
+        txn_store = FederationInboundStore(db)
         edus = EDUHandler(
             clock=clock,
             events=store,
@@ -131,8 +132,8 @@ class FederationServices:
             typing=typing,
             receipts=receipts,
             presence=presence,
+            rooms=txn_store,
         )
-        txn_store = FederationInboundStore(db)
         transactions = TransactionHandler(
             clock=clock,
             txns=txn_store,

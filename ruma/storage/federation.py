@@ -48,6 +48,33 @@ class FederationInboundStore:
 
         await self._db.run("store_inbound_txn", txn_fn)
 
+    async def shares_room_with_local_users(self, user_id: str) -> bool:
+        """Whether ``user_id`` (of another server) is joined to a room a local user is in."""
+
+        def txn_fn(txn: Txn) -> bool:
+            rooms = [
+                r[0]
+                for r in txn.select(
+                    "SELECT DISTINCT room_id FROM local_memberships WHERE membership = ?",
+                    ("join",),
+                )
+            ]
+            for room_id in rooms:
+                row = txn.select_one(
+                    "SELECT e.json FROM current_state c JOIN events e"
+                    " ON e.event_id = c.event_id"
+                    " WHERE c.room_id = ? AND c.type = ? AND c.state_key = ?",
+                    (room_id, "m.room.member", user_id),
+                )
+                if row is not None and json.loads(row[0]).get("content", {}).get(
+                    "membership"
+                ) == "join":
+                    return True
+            return False
+
+        shared: bool = await self._db.run("get_shares_room_with_local_users", txn_fn)
+        return shared
+
     async def prune_txns(self, before_ms: int) -> int:
         """Forget transactions received before ``before_ms``; return how many."""
 

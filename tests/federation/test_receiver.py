@@ -295,6 +295,14 @@ class TransactionTests(SynchronousTestCase):
         presence = self.s.run(sync.presence_store.get_presence(self.bob))
         self.assertEqual(presence.state, "online")
 
+    def test_presence_only_for_users_sharing_a_room(self) -> None:
+        """Presence of a remote user who shares no room with our users is not stored."""
+        edu = {"edu_type": "m.presence", "content": {"push": [
+            {"user_id": "@stranger:b.test", "presence": "online"}]}}
+        self.assertEqual(self.s.send_txn("b.test", "a.test", "p1", [], [edu])[0], 200)
+        sync = self.s["a.test"].hs.sync_services  # type: ignore[union-attr]
+        self.assertIsNone(self.s.run(sync.presence_store.get_presence("@stranger:b.test")))
+
     def test_device_edus_reach_e2ee(self) -> None:
         """A to-device EDU from b.test for Alice is delivered to her devices (seen in
         /sync); one claiming a sender of another server is dropped."""

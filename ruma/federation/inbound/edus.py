@@ -35,6 +35,12 @@ class DeviceEduSink(Protocol):
     async def on_edu(self, origin: str, edu_type: str, content: Mapping[str, Any]) -> None: ...
 
 
+class SharedRooms(Protocol):
+    """:meth:`ruma.storage.federation.FederationInboundStore.shares_room_with_local_users`."""
+
+    async def shares_room_with_local_users(self, user_id: str) -> bool: ...
+
+
 class TypingSink(Protocol):
     """:meth:`ruma.handlers.typing.TypingHandler.apply`."""
 
@@ -55,6 +61,7 @@ class EDUHandler:
         typing: TypingSink | None = None,
         receipts: ReceiptStore | None = None,
         presence: PresenceStore | None = None,
+        rooms: SharedRooms | None = None,
     ) -> None:
         self._clock = clock
         self._events = events
@@ -62,6 +69,7 @@ class EDUHandler:
         self._typing = typing
         self._receipts = receipts
         self._presence = presence
+        self._rooms = rooms
         # The seam for device EDUs (set after construction: e2ee is built later).
         self.devices: DeviceEduSink | None = None
 
@@ -162,6 +170,11 @@ class EDUHandler:
             if not isinstance(user_id, str) or server_of(user_id) != origin:
                 continue
             if state not in PRESENCE_STATES:
+                continue
+            # Only about users our users can see: those sharing a room with one of them.
+            if self._rooms is not None and not await self._rooms.shares_room_with_local_users(
+                user_id
+            ):
                 continue
             ago = item.get("last_active_ago")
             ago = ago if isinstance(ago, int) and not isinstance(ago, bool) and ago >= 0 else 0
