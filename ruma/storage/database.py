@@ -253,15 +253,17 @@ class Database:
 
         def upgrade(txn: Txn) -> int:
             txn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = txn.select_one("SELECT MAX(version) FROM schema_version")
-            current = int(row[0]) if row and row[0] is not None else 0
+            applied = {int(r[0]) for r in txn.select("SELECT version FROM schema_version")}
+            current = max(applied, default=0)
             if current > newest:
                 raise SchemaTooNew(
                     f"the database schema is version {current} but this Ruma only knows up to "
                     f"{newest}: upgrade Ruma, do not downgrade it"
                 )
+            # Apply every migration not yet recorded, not only those above the highest: numbers
+            # are handed out in blocks per area, so a lower number can arrive after a higher one.
             for m in migrations:
-                if m.version <= current:
+                if m.version in applied:
                     continue
                 for stmt in split_statements(m.sql):
                     txn.execute(stmt)
