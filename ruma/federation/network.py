@@ -34,11 +34,12 @@ WELL_KNOWN_TIMEOUT = 10.0
 WELL_KNOWN_MAX_BYTES = 50 * 1024
 
 
-def make_srv_lookup(reactor: Any) -> Callable[[str], Awaitable[Sequence[SrvRecord]]]:
-    """An SRV look-up through the system's DNS servers (``/etc/resolv.conf``)."""
+def make_srv_lookup(
+    reactor: Any, resolver: Any = None
+) -> Callable[[str], Awaitable[Sequence[SrvRecord]]]:
+    """An SRV look-up through the system's DNS servers (``/etc/resolv.conf``), or through
+    ``resolver`` (anything with twisted.names' ``lookupService``)."""
     from twisted.names import client, dns
-
-    resolver: Any = None
 
     async def lookup(name: str) -> Sequence[SrvRecord]:
         nonlocal resolver
@@ -110,12 +111,15 @@ class _FilteredReactor:
 
 
 def make_well_known_fetcher(
-    reactor: Any, tls: FederationTLS, ip_filter: IPRangeFilter
+    reactor: Any, tls: FederationTLS, ip_filter: IPRangeFilter, http: Any = None
 ) -> Callable[[str], Awaitable[WellKnownResponse | None]]:
-    """``GET https://<host>/.well-known/matrix/server`` (no redirects followed)."""
-    clients: list[treq.client.HTTPClient] = []
+    """``GET https://<host>/.well-known/matrix/server`` (no redirects followed).
 
-    def client() -> treq.client.HTTPClient:
+    ``http``: a treq-like client to use instead (tests).
+    """
+    clients: list[Any] = [http] if http is not None else []
+
+    def client() -> Any:
         # Built on first use, so that wiring a homeserver on a test reactor touches nothing.
         if not clients:
             filtered = _FilteredReactor(reactor, ip_filter)

@@ -91,3 +91,71 @@ class WiringTests(SynchronousTestCase):
             allowed, "example.org", 443
         )
         self.assertEqual(allowed.addresses, ["10.0.0.1", "93.184.216.34"])
+
+
+class NetworkTests(SynchronousTestCase):
+    def test_srv_lookup_parses_records(self) -> None:
+        """SRV answers become SrvRecords (trailing dot dropped); other record types are
+        ignored."""
+        from twisted.internet.defer import succeed
+        from twisted.names import dns
+
+        from ruma.federation.discovery import SrvRecord
+        from ruma.federation.network import make_srv_lookup
+
+        class Resolver:
+            def __init__(self) -> None:
+                self.asked: list[str] = []
+
+            def lookupService(self, name: str) -> Any:
+                self.asked.append(name)
+                answers = [
+                    dns.RRHeader(name, dns.SRV, payload=dns.Record_SRV(10, 5, 8448,
+                                                                        "m.example.org.")),
+                    dns.RRHeader(name, dns.A, payload=dns.Record_A("1.2.3.4")),
+                ]
+                return succeed((answers, [], []))
+
+        resolver = Resolver()
+        lookup = make_srv_lookup(MemoryReactorClock(), resolver)
+        from twisted.internet.defer import Deferred
+
+        got = self.successResultOf(Deferred.fromCoroutine(
+            lookup("_matrix-fed._tcp.example.org")))  # type: ignore[arg-type]
+        self.assertEqual(list(got), [SrvRecord(10, 5, 8448, "m.example.org")])
+        self.assertEqual(resolver.asked, ["_matrix-fed._tcp.example.org"])
+
+    def test_well_known_fetch(self) -> None:
+        """The well-known fetch returns status, body and Cache-Control over real HTTP
+        parsing; an oversized body is returned empty."""
+        from treq.testing import StubTreq
+        from twisted.internet.defer import Deferred
+        from twisted.web.resource import Resource
+
+        from ruma.federation.http import FederationTLS
+        from ruma.federation.network import make_well_known_fetcher
+
+        class WellKnown(Resource):
+            isLeaf = True
+            body = b'{"m.server": "m.example.org:443"}'
+
+            def render_GET(self, request: Any) -> bytes:
+                request.setHeader(b"Cache-Control", b"max-age=600")
+                return self.body
+
+        res = WellKnown()
+        stub = StubTreq(res)
+        fetch = make_well_known_fetcher(MemoryReactorClock(), FederationTLS(), IPRangeFilter(),
+                                        stub)
+        d = Deferred.fromCoroutine(fetch("example.org"))  # type: ignore[arg-type]
+        stub.flush()
+        got = self.successResultOf(d)
+        assert got is not None
+        self.assertEqual((got.status, got.body, got.cache_control),
+                         (200, res.body, "max-age=600"))
+        res.body = b"x" * 60_000
+        d = Deferred.fromCoroutine(fetch("example.org"))  # type: ignore[arg-type]
+        stub.flush()
+        got = self.successResultOf(d)
+        assert got is not None
+        self.assertEqual(got.body, b"")
