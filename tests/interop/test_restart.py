@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import json
 import secrets
+import signal
+import socket
 import threading
+import time
 import urllib.parse
 from typing import Any
 
@@ -258,9 +261,50 @@ class RumaRestartTests(RestartMixin, TestCase):
         """Recovering from kill -9 logs no unhandled error and no critical event."""
         self.assertEqual(unhandled_errors(server), [], "recovery left unhandled errors")
 
+    def test_sigterm_with_open_long_polls_exits_promptly(self) -> None:
+        """SIGTERM while clients hold 30-second long-polling /syncs: the server closes them
+        and exits cleanly within a few seconds instead of waiting for the polls, and starts
+        again."""
+        server = self.start_server()
+        alice = register_session(server.base_url, f"alice{secrets.token_hex(3)}", "pw-sigterm")
+        token = alice.call("GET", "/_matrix/client/v3/sync?timeout=0")["next_batch"]
+        # Three raw connections, each with a whole long-poll request already sent: once
+        # sendall returns the bytes are in the server's socket buffer, no waiting needed.
+        polls: list[socket.socket] = []
+        for _ in range(3):
+            conn = socket.create_connection(("127.0.0.1", server.port), timeout=15)
+            request = (
+                f"GET /_matrix/client/v3/sync?timeout=30000&since={q(token)} HTTP/1.1\r\n"
+                f"Host: 127.0.0.1:{server.port}\r\n"
+                f"Authorization: Bearer {alice.access_token}\r\n\r\n"
+            )
+            conn.sendall(request.encode())
+            polls.append(conn)
+            self.addCleanup(conn.close)
+        started = time.monotonic()
+        code = server.stop(timeout=10)
+        elapsed = time.monotonic() - started
+        self.assertLess(elapsed, 8, f"shutdown took {elapsed:.1f}s\n{server.log_tail(20)}")
+        # twistd re-raises the signal at itself once it has shut down cleanly, so its exit
+        # status is "killed by SIGTERM" (Synapse exits with 0).
+        self.assertIn(code, (0, -signal.SIGTERM), f"exit code {code}\n{server.log_tail(20)}")
+        self.assertIn("Server Shut Down.", server.stdout_path.read_text(errors="replace"))
+        for conn in polls:
+            # The held request ended with the server: closed, or answered early.
+            try:
+                data = conn.recv(65536)
+            except ConnectionResetError:
+                data = b""
+            self.assertTrue(data == b"" or data.startswith(b"HTTP/1.1 "), data[:200])
+        server.start()
+        alice.call("GET", "/_matrix/client/v3/account/whoami")
+        self.check_logs(server)
 
-class RumaPostgresRestartTests(RumaRestartTests):
+
+class RumaPostgresRestartTests(RestartMixin, TestCase):
     """kill -9 and restart of Ruma on PostgreSQL."""
+
+    check_logs = RumaRestartTests.check_logs
 
     def start_server(self) -> ServerProcess:
         args = postgres_database(self)
