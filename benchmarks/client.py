@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import statistics
 import sys
@@ -300,9 +301,10 @@ def report(results: dict[str, Figures | str], args: argparse.Namespace) -> None:
     compare = "ruma" in results and "synapse" in results
     if compare:
         header += f"{'ruma/synapse':>15}"
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
         f"\n{args.messages} messages per send workload, {args.latency_samples} latency samples, "
-        f"median of {args.runs} run(s), SQLite"
+        f"median of {args.runs} run(s), SQLite; {os.cpu_count()} CPUs, load average now {load}"
     )
     print(header)
     print("-" * len(header))
