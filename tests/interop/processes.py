@@ -8,11 +8,19 @@ SIGKILL after a grace period). Tests register ``stop`` with ``addCleanup`` throu
 
 Nothing here imports Ruma's internals: Ruma is run as ``twistd -n ruma -c FILE`` and
 configured through ``ruma generate-config`` like an operator would.
+
+Contents: ``RumaProcess``/``start_ruma``, ``SynapseProcess``/``start_synapse`` (optionally
+TLS for federation), ``make_test_ca`` (a CA and loopback leaf certificates),
+``postgres_database`` (a throwaway schema), ``require_peer`` (skip, or fail under
+``CI=true``), ``run_json_script`` and ``describe_scenario_failure`` for the client-library
+scenario scripts, ``Session``/``register_session``/``http_json`` for plain client-API calls,
+``unhandled_errors`` (log lines nobody should see) and ``wait_for`` (bounded polling).
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -545,6 +553,7 @@ IP_RANGE_BLACKLIST_WITHOUT_LOOPBACK = [
 _GENEROUS = GENEROUS_RATE
 
 
+@functools.cache
 def synapse_available() -> tuple[bool, str]:
     """Whether ``matrix-synapse`` is importable by the Python running the tests."""
     try:
@@ -881,6 +890,7 @@ def make_test_ca(directory: str | Path) -> TestCA:
     return TestCA(directory=directory, cert_path=cert_path, key_path=key_path)
 
 
+@functools.cache
 def node_available() -> tuple[bool, str]:
     """Whether ``node`` (20+) is on PATH."""
     node = shutil.which("node")
