@@ -9,7 +9,7 @@ need_apt=()
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
 command -v pg_ctlcluster >/dev/null 2>&1 || need_apt+=(postgresql)
 # A real IRC server for the IRC bridge and appservice interop tests.
-command -v inspircd >/dev/null 2>&1 || need_apt+=(inspircd)
+command -v inspircd >/dev/null 2>&1 || [ -x /usr/sbin/inspircd ] || need_apt+=(inspircd)
 if [ ${#need_apt[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
