@@ -3,6 +3,14 @@
 Canonical JSON (spec appendix "Canonical JSON") is what everything that gets hashed or
 signed is encoded as: keys sorted by code point, no insignificant whitespace, UTF-8, no
 floats, integers within +/-(2**53 - 1).
+
+Speed: when the optional ``orjson`` package is installed, plain data (exact dict/list/str/
+int/bool/None, which is what PDUs are) is encoded and decoded by it. Its output for such
+data is byte-identical to the stdlib encoder's canonical settings (compact, sorted keys,
+UTF-8 unescaped, controls as short escapes or lowercase \\u00xx); anything else (floats,
+integers beyond 64 bits, subclasses, anything orjson refuses) takes the stdlib path, so
+results and errors are the same with or without it.
+tests/protocol/test_json_perf_equivalence.py holds the evidence.
 """
 
 from __future__ import annotations
@@ -13,6 +21,12 @@ from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 from ruma.protocol.errors import CanonicalJSONError
+
+_orjson: Any
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - the stdlib paths give the same results, slower
+    _orjson = None
 
 __all__ = [
     "CANONICALJSON_MAX_INT",
@@ -142,16 +156,27 @@ def _plain_ok(value: object, lo: int, hi: int, depth: int) -> bool:
 
 
 def _encode_checked(obj: object, strict: bool) -> bytes:
-    """The general path: a checked plain copy, then the C encoder."""
+    """The general path: a checked plain copy, then the stdlib C encoder."""
     try:
         plain = _normalise(obj, strict, 0)
     except RecursionError as e:
         raise CanonicalJSONError("JSON nested too deeply") from e
-    return _encode_plain(plain)
+    return _encode_stdlib(plain)
 
 
 def _encode_plain(plain: object) -> bytes:
-    """Encode a tree :func:`_plain_ok` accepted (or :func:`_normalise` returned)."""
+    """Encode a tree :func:`_plain_ok` accepted (never floats, never beyond 64 bits)."""
+    if _orjson is not None:
+        try:
+            out: bytes = _orjson.dumps(plain, option=_orjson.OPT_SORT_KEYS)
+            return out
+        except TypeError:
+            # Lone surrogates or nesting beyond orjson's limit: the stdlib decides.
+            pass
+    return _encode_stdlib(plain)
+
+
+def _encode_stdlib(plain: object) -> bytes:
     try:
         return _canonical_encoder.encode(plain).encode("utf-8")
     except (UnicodeEncodeError, ValueError, RecursionError) as e:
@@ -172,6 +197,16 @@ def encode_canonical_json(obj: object, *, strict: bool = True) -> bytes:
 
 def encode_json(obj: object) -> bytes:
     """Compact (not canonical) UTF-8 JSON, for HTTP bodies."""
+    if _orjson is not None and _plain_ok(obj, *_LENIENT_RANGE, 0):
+        try:
+            out: bytes = _orjson.dumps(obj)
+            return out
+        except TypeError:
+            pass  # lone surrogates, deep nesting: the stdlib path decides
+    return _encode_json_stdlib(obj)
+
+
+def _encode_json_stdlib(obj: object) -> bytes:
     try:
         return _compact_encoder.encode(obj).encode("utf-8")
     except (UnicodeEncodeError, ValueError, TypeError, RecursionError) as e:
@@ -211,6 +246,20 @@ def decode_json(data: bytes | str, *, strict: bool = True) -> Any:
     NaN/Infinity are always rejected. Duplicate keys are tolerated (last wins), as other
     homeservers do. With ``strict=True`` numbers must be canonical-JSON integers.
     """
+    if _orjson is not None:
+        try:
+            value = _orjson.loads(data)
+        except (ValueError, TypeError, RecursionError):
+            pass  # the stdlib path below gives the verdict (and the error message)
+        else:
+            # Floats (including integers orjson read as floats: beyond 64 bits) and
+            # out-of-range integers go the stdlib way, which converts or rejects them.
+            if _plain_ok(value, *(_STRICT_RANGE if strict else _LENIENT_RANGE), 0):
+                return value
+    return _decode_stdlib(data, strict)
+
+
+def _decode_stdlib(data: bytes | str, strict: bool) -> Any:
     if isinstance(data, (bytes, bytearray, memoryview)):
         try:
             text = bytes(data).decode("utf-8")
