@@ -24,6 +24,7 @@ from typing import Any, TypeAlias
 from urllib.parse import unquote
 
 from klein import Klein
+from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
@@ -131,6 +132,12 @@ class ClientRouter:
 
         async def call(request: IRequest, **kwargs: str) -> bytes:
             args = {k: unquote(v) for k, v in kwargs.items()}
+            # Klein cancels the handler when the connection is lost (the peer hung up, or
+            # we are shutting down): that CancelledError is nobody's bug.
+            gone: list[bool] = []
+            notify_finish = getattr(request, "notifyFinish", None)
+            if notify_finish is not None:
+                notify_finish().addErrback(lambda _: gone.append(True))
             try:
                 result = await f(request, **args)
                 if isinstance(result, tuple):
@@ -139,7 +146,14 @@ class ClientRouter:
                 return write_json(request, 200, result)
             except MatrixError as e:
                 return write_json(request, e.http_status, e.to_json())
-            except Exception:
+            except Exception as e:
+                if gone and isinstance(e, CancelledError):
+                    log.info(
+                        "{method} {path}: the connection closed before the answer",
+                        method=_method(request),
+                        path=_path_for_log(request),
+                    )
+                    return b""
                 log.failure(
                     "Unhandled error in {method} {path}",
                     method=_method(request),

@@ -182,3 +182,62 @@ class RouterTests(SynchronousTestCase):
         ]:
             code, body, _ = self.req("GET", "/_matrix/client/v3/query?" + qs)
             self.assertEqual((code, body["errcode"]), (400, errcode), qs)
+
+
+class ConnectionLostTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        from twisted.internet.defer import Deferred
+
+        self.router = ClientRouter()
+        self.pending: Deferred[JsonDict] = Deferred()
+
+        @self.router.route_raw("/_matrix/federation/v1/send/<txn>", ["PUT"])
+        async def send(request: IRequest, txn: str) -> JsonDict:
+            return await self.pending
+
+    def connect(self) -> tuple[Any, Any]:
+        from twisted.internet.testing import StringTransport
+        from twisted.web.server import Site
+
+        site = Site(self.router.resource())
+        channel = site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(
+            b"PUT /_matrix/federation/v1/send/1 HTTP/1.1\r\nHost: hs\r\n"
+            b"Content-Length: 2\r\n\r\n{}"
+        )
+        return channel, transport
+
+    def test_hang_up_cancels_quietly(self) -> None:
+        """A peer hanging up (or our shutdown closing its connection) while the handler
+        still awaits: Klein cancels the handler, and that is logged as information, not
+        as an unhandled error (Ruma's log showed 'Unhandled error in PUT .../send/...'
+        with a CancelledError each time Synapse's transaction was cut by a restart)."""
+        from twisted.internet.error import ConnectionDone
+        from twisted.python.failure import Failure
+
+        logged: list[dict[str, Any]] = []
+        from twisted.logger import globalLogPublisher
+
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        channel, _ = self.connect()
+        self.assertFalse(self.pending.called)
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.assertTrue(self.pending.called, "the handler's await was cancelled")
+        from twisted.internet.defer import CancelledError
+
+        self.assertEqual(self.flushLoggedErrors(CancelledError), [])
+        levels = {e.get("log_level").name for e in logged if e.get("log_level") is not None}
+        self.assertNotIn("critical", levels)
+        self.assertNotIn("error", levels)
+
+    def test_cancel_without_hang_up_is_still_an_error(self) -> None:
+        """A CancelledError while the connection is open is a bug and answers 500."""
+        from twisted.internet.defer import CancelledError
+
+        channel, transport = self.connect()
+        self.pending.cancel()
+        self.assertIn(b"500", transport.value().split(b"\r\n")[0])
+        self.assertEqual(len(self.flushLoggedErrors(CancelledError)), 1)
