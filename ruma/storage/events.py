@@ -386,9 +386,10 @@ class EventStore:
                 " JOIN events e ON e.event_id = g.event_id"
                 " WHERE g.room_id = ? AND e.stream_position IS NOT NULL"
                 " AND NOT EXISTS (SELECT 1 FROM events p WHERE p.event_id = g.prev_event_id"
-                " AND (p.stream_position IS NOT NULL OR p.rejected_reason IS NOT NULL))"
+                " AND (p.stream_position IS NOT NULL OR p.rejected_reason IS NOT NULL"
+                " OR p.soft_failed = ?))"
                 " GROUP BY g.prev_event_id",
-                (room_id,),
+                (room_id, True),
             )
             return {r[0]: int(r[1]) for r in rows}
 
