@@ -171,6 +171,11 @@ def _bad(field: str, reason: str) -> NoReturn:
 
 
 def _check_id_len(field: str, value: str) -> None:
+    if value.isascii():
+        # One byte per character and nothing unencodable: no need to encode.
+        if len(value) > MAX_ID_BYTES:
+            _bad(field, f"longer than {MAX_ID_BYTES} bytes")
+        return
     try:
         n = len(value.encode("utf-8"))
     except UnicodeEncodeError:
@@ -197,6 +202,12 @@ def _event_refs(pdu: Mapping[str, Any], field: str, fmt: EventFormat) -> tuple[s
     refs = pdu.get(field)
     if not isinstance(refs, list):
         _bad(field, "missing or not a list")
+    if fmt is not EventFormat.V1:
+        for ref in refs:
+            if not isinstance(ref, str) or not ref.startswith("$"):
+                _bad(field, "entries must be event IDs")
+            _check_id_len(field, ref)
+        return tuple(refs)
     ids: list[str] = []
     for ref in refs:
         if fmt is EventFormat.V1:
@@ -270,7 +281,7 @@ class Event:
 
     @classmethod
     def _from_pdu(cls, pdu: Mapping[str, Any], room_version: RoomVersion) -> Event:
-        if not isinstance(pdu, Mapping):
+        if type(pdu) is not dict and not isinstance(pdu, Mapping):
             _bad("pdu", "not a JSON object")
         strict = room_version.strict_canonicaljson
         try:
@@ -321,14 +332,20 @@ class Event:
         origin_server_ts = _require_int(d, "origin_server_ts")
 
         hashes = d.get("hashes")
-        if not isinstance(hashes, dict) or not all(isinstance(v, str) for v in hashes.values()):
+        if not isinstance(hashes, dict):
             _bad("hashes", "missing or not an object of strings")
+        for v in hashes.values():
+            if not isinstance(v, str):
+                _bad("hashes", "missing or not an object of strings")
         signatures = d.get("signatures")
-        if not isinstance(signatures, dict) or not all(
-            isinstance(sigs, dict) and all(isinstance(s, str) for s in sigs.values())
-            for sigs in signatures.values()
-        ):
+        if not isinstance(signatures, dict):
             _bad("signatures", "missing or not an object of objects of strings")
+        for sigs in signatures.values():
+            if not isinstance(sigs, dict):
+                _bad("signatures", "missing or not an object of objects of strings")
+            for v in sigs.values():
+                if not isinstance(v, str):
+                    _bad("signatures", "missing or not an object of objects of strings")
         if "unsigned" in d and not isinstance(d["unsigned"], dict):
             _bad("unsigned", "not an object")
         if "origin" in d and not isinstance(d["origin"], str):

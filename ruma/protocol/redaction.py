@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ruma.protocol.json import thaw
+from ruma.protocol.json import FrozenDict, thaw
 from ruma.protocol.room_versions import RedactionRules, RoomVersion
 
 if TYPE_CHECKING:
@@ -63,7 +63,13 @@ def redacted_content_keys(room_version: RoomVersion, event_type: str) -> tuple[s
 
     Nested rules (v11's ``third_party_invite.signed``) are handled by :func:`redact`.
     """
-    rules = room_version.redaction_rules
+    if type(event_type) is not str:
+        return _content_keys_for(room_version.redaction_rules, event_type)
+    # Looked up in a table built once by _content_keys_for below.
+    return _CONTENT_KEYS[room_version.redaction_rules].get(event_type, ())
+
+
+def _content_keys_for(rules: RedactionRules, event_type: str) -> tuple[str, ...] | None:
     v8 = rules in (RedactionRules.V8, RedactionRules.V9, RedactionRules.V11)
     v9 = rules in (RedactionRules.V9, RedactionRules.V11)
     v11 = rules is RedactionRules.V11
@@ -82,6 +88,21 @@ def redacted_content_keys(room_version: RoomVersion, event_type: str) -> tuple[s
     if event_type == "m.room.redaction" and v11:
         return ("redacts",)
     return ()
+
+
+# Every type with a rule; any other type keeps no content keys, in every version.
+_TYPES_WITH_RULES = (
+    "m.room.member",
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.power_levels",
+    "m.room.history_visibility",
+    "m.room.aliases",
+    "m.room.redaction",
+)
+_CONTENT_KEYS: dict[RedactionRules, dict[str, tuple[str, ...] | None]] = {
+    rules: {t: _content_keys_for(rules, t) for t in _TYPES_WITH_RULES} for rules in RedactionRules
+}
 
 
 def redact(pdu: Mapping[str, Any], room_version: RoomVersion) -> dict[str, Any]:
@@ -103,18 +124,19 @@ def _redacted_view(pdu: Mapping[str, Any], room_version: RoomVersion) -> dict[st
     ``pdu``'s own objects: for hashing and encoding, never for mutating. :func:`redact` is
     this plus a deep copy.
     """
-    keep_top = redacted_top_level_keys(room_version)
+    rules = room_version.redaction_rules
+    keep_top = _TOP_LEVEL_V11 if rules is RedactionRules.V11 else _TOP_LEVEL_V1
     out: dict[str, Any] = {k: v for k, v in pdu.items() if k in keep_top}
     if "content" not in pdu:
         return out
     event_type = pdu.get("type")
     content = pdu.get("content")
-    if not isinstance(content, Mapping):
+    if type(content) is not FrozenDict and not isinstance(content, Mapping):
         # Malformed; Event.from_pdu rejects it, but hashing must still not crash.
         out["content"] = {}
         return out
     keep_content = (
-        redacted_content_keys(room_version, event_type) if isinstance(event_type, str) else ()
+        _CONTENT_KEYS[rules].get(event_type, ()) if isinstance(event_type, str) else ()
     )
     if keep_content is None:
         new_content = dict(content)
@@ -122,7 +144,7 @@ def _redacted_view(pdu: Mapping[str, Any], room_version: RoomVersion) -> dict[st
         new_content = {k: content[k] for k in keep_content if k in content}
     if (
         event_type == "m.room.member"
-        and room_version.redaction_rules is RedactionRules.V11
+        and rules is RedactionRules.V11
         and isinstance(content.get("third_party_invite"), Mapping)
         and "signed" in content["third_party_invite"]
     ):
