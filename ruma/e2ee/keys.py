@@ -8,9 +8,10 @@ verifies with the key it claims) and never looks inside encrypted data.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from typing import Any
 
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 
 from ruma.e2ee.remote import RemoteKeyQuerier
@@ -154,8 +155,10 @@ class E2EKeys:
             found = await self.query_local(local, requester=requester)
             for field in ("device_keys", "master_keys", "self_signing_keys", "user_signing_keys"):
                 result[field].update(found.get(field, {}))
-        for server, users in sorted(remote.items()):
-            await self._query_remote(requester, server, users, timeout_ms, result)
+        await _concurrently(
+            self._query_remote(requester, server, users, timeout_ms, result)
+            for server, users in sorted(remote.items())
+        )
         return result
 
     async def query_local(
@@ -260,22 +263,33 @@ class E2EKeys:
         result: dict[str, Any] = {"one_time_keys": {}, "failures": {}}
         if local:
             result["one_time_keys"].update(await self.claim_local(local))
-        for server, users in sorted(remote.items()):
-            if self.remote is None:
-                result["failures"][server] = {"status": 503, "message": "Federation is not available"}
-                continue
-            try:
-                answer = await self.remote.claim_keys(server, users, timeout_ms)
-            except Exception as e:
-                self.log.info("keys/claim to {server} failed: {e}", server=server, e=e)
-                result["failures"][server] = {"status": 503, "message": "Could not reach the server"}
-                continue
-            otks = answer.get("one_time_keys")
-            if isinstance(otks, Mapping):
-                for user_id, devices in otks.items():
-                    if user_id in users and isinstance(devices, Mapping):
-                        result["one_time_keys"][user_id] = dict(devices)
+        await _concurrently(
+            self._claim_remote(server, users, timeout_ms, result)
+            for server, users in sorted(remote.items())
+        )
         return result
+
+    async def _claim_remote(
+        self,
+        server: str,
+        users: dict[str, dict[str, str]],
+        timeout_ms: int,
+        result: dict[str, Any],
+    ) -> None:
+        if self.remote is None:
+            result["failures"][server] = {"status": 503, "message": "Federation is not available"}
+            return
+        try:
+            answer = await self.remote.claim_keys(server, users, timeout_ms)
+        except Exception as e:
+            self.log.info("keys/claim to {server} failed: {e}", server=server, e=e)
+            result["failures"][server] = {"status": 503, "message": "Could not reach the server"}
+            return
+        otks = answer.get("one_time_keys")
+        if isinstance(otks, Mapping):
+            for user_id, devices in otks.items():
+                if user_id in users and isinstance(devices, Mapping):
+                    result["one_time_keys"][user_id] = dict(devices)
 
     async def claim_local(
         self, wanted: list[tuple[str, str, str]]
@@ -442,6 +456,13 @@ class E2EKeys:
         if not isinstance(sig, str) or not signature_valid(signed, signer, sig_key_id, public):
             raise invalid_signature()
         return (target_user, target_key_id, signer, sig_key_id, sig)
+
+
+async def _concurrently(coros: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run the coroutines side by side (each handles its own errors)."""
+    ds = [Deferred.fromCoroutine(c) for c in coros]
+    if ds:
+        await gatherResults(ds, consumeErrors=True)
 
 
 def _public_key(key: Mapping[str, Any]) -> str:

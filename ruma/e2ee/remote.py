@@ -8,7 +8,8 @@ federation client's ``post_json`` (``ruma.federation.http.FederationClient``), c
 Inbound: :class:`InboundDeviceEdus` handles the EDUs other servers send about devices
 (``m.direct_to_device``, ``m.device_list_update``, ``m.signing_key_update``); the
 federation EDU handler hands them over with ``on_edu(origin, edu_type, content)``.
-:class:`LocalKeysForFederation` answers other servers' key queries and claims about our users.
+Other servers' queries and claims about our users are answered by
+:meth:`ruma.e2ee.keys.E2EKeys.query_local` and :meth:`~ruma.e2ee.keys.E2EKeys.claim_local`.
 """
 
 from __future__ import annotations
@@ -67,7 +68,10 @@ class FederationKeyQuerier:
         self, destination: str, device_keys: Mapping[str, list[str]], timeout_ms: int
     ) -> Mapping[str, Any]:
         answer = await self._client.post_json(
-            destination, f"{FED_V1}/user/keys/query", {"device_keys": dict(device_keys)}
+            destination,
+            f"{FED_V1}/user/keys/query",
+            {"device_keys": dict(device_keys)},
+            timeout=_seconds(timeout_ms),
         )
         return answer if isinstance(answer, Mapping) else {}
 
@@ -78,8 +82,13 @@ class FederationKeyQuerier:
             destination,
             f"{FED_V1}/user/keys/claim",
             {"one_time_keys": {u: dict(d) for u, d in one_time_keys.items()}},
+            timeout=_seconds(timeout_ms),
         )
         return answer if isinstance(answer, Mapping) else {}
+
+
+def _seconds(timeout_ms: int) -> float:
+    return max(timeout_ms, 1000) / 1000.0
 
 
 def _user_of(value: Any, origin: str) -> str | None:
