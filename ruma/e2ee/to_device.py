@@ -24,6 +24,10 @@ __all__ = ["MAX_TO_DEVICE_PER_SYNC", "ToDevice"]
 
 # Like Synapse: a sync carries at most this many; the rest follow in the next responses.
 MAX_TO_DEVICE_PER_SYNC = 100
+# A client retries a transaction within minutes; its ID is remembered for a day, and the
+# forgetting runs at most once an hour, on a send.
+TXN_ID_LIFETIME_S = 24 * 3600.0
+PRUNE_INTERVAL_S = 3600.0
 
 
 class ToDevice:
@@ -33,6 +37,7 @@ class ToDevice:
         self._store = store
         self._clock = clock
         self._server_name = server_name
+        self._last_prune = clock.seconds()
 
     async def send(
         self,
@@ -66,6 +71,10 @@ class ToDevice:
                 local[user_id] = dict(by_device)
             else:
                 remote.setdefault(server, {})[user_id] = dict(by_device)
+        now = self._clock.seconds()
+        if now - self._last_prune >= PRUNE_INTERVAL_S:
+            self._last_prune = now
+            await self._store.delete_old_to_device_txns(int((now - TXN_ID_LIFETIME_S) * 1000))
         return await self._store.add_to_device(
             sender=sender,
             sender_key=sender_key,

@@ -136,3 +136,19 @@ class ToDeviceTests(SynchronousTestCase):
             self.assertEqual((code, body["errcode"]), (400, "M_BAD_JSON"), bad)
         code, body = self.hs.request("PUT", path, {"messages": {}})
         self.assertEqual(code, 401)
+
+
+class TransactionIdLifetimeTests(SynchronousTestCase):
+    def test_transaction_ids_forgotten_after_a_day(self) -> None:
+        """A transaction ID is remembered for a day (retries are dropped), then forgotten."""
+        hs = make_sync_homeserver(self)
+        alice, bob = E2EUser(hs, "alice"), E2EUser(hs, "bob", "BOBDEV")
+        msg = {"messages": {bob.user_id: {"BOBDEV": {"n": 1}}}}
+        alice.ok("PUT", "/sendToDevice/m.x/t", msg)
+        hs.clock.advance(3600 * 23)
+        alice.ok("PUT", "/sendToDevice/m.x/t", msg)
+        self.assertEqual(len(bob.sync()["to_device"]["events"]), 1)
+        hs.clock.advance(3600 * 2)
+        alice.ok("PUT", "/sendToDevice/m.x/other", msg)
+        alice.ok("PUT", "/sendToDevice/m.x/t", msg)
+        self.assertEqual(len(bob.sync()["to_device"]["events"]), 3)
