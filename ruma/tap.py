@@ -43,6 +43,7 @@ from ruma.client.devices import DeviceEndpoints
 from ruma.client.directory import DirectoryEndpoints
 from ruma.client.keys import register_e2ee_routes
 from ruma.client.profile import ProfileEndpoints
+from ruma.client.push import PushEndpoints
 from ruma.client.rooms import RoomEndpoints
 from ruma.client.router import ClientRouter, write_json
 from ruma.client.sync import register_sync_routes
@@ -61,6 +62,7 @@ from ruma.protocol.signing import (
     read_signing_keys,
     write_signing_keys,
 )
+from ruma.push.service import PushServices
 from ruma.ratelimit import Ratelimiter
 from ruma.rooms.service import RoomServices
 from ruma.storage.accounts import AccountStore
@@ -108,6 +110,8 @@ class Homeserver:
     appservices: AppserviceServices | None = None
     # End-to-end encryption (ruma.e2ee): keys, to-device messages, device lists, backups.
     e2ee: E2EEServices | None = None
+    # Push (ruma.push): rules, notifications and unread counts, HTTP pushers.
+    push: PushServices | None = None
     # Long-lived services, started (in order) once the database is ready.
     services: list[IService] = attrs.Factory(list)
 
@@ -134,6 +138,7 @@ def build_homeserver(
     run_in_thread: ThreadRunner | None = None,
     federation_agent: IAgent | None = None,
     appservice_agent: IAgent | None = None,
+    push_agent: IAgent | None = None,
 ) -> Homeserver:
     """Build the homeserver's object graph. Pure wiring: no I/O, nothing started.
 
@@ -202,6 +207,7 @@ def build_homeserver(
     hs.sync_services = SyncServices(clock=clock, db=database, events=hs.rooms.store)
     register_sync_routes(client, auth, hs.sync_services)
     hs.services.append(hs.sync_services)
+    hs.push = build_push(hs, reactor, push_agent)
     hs.federation = FederationServices.build(
         config=config,
         reactor=reactor,
@@ -262,6 +268,27 @@ def build_homeserver(
     )
     hs.services.extend(hs.appservices.services)
     return hs
+
+
+def build_push(hs: Homeserver, reactor: Any, agent: IAgent | None) -> PushServices:
+    """Push rules, notification counts (into /sync) and HTTP pushers (``agent``: outbound)."""
+    from twisted.web.client import Agent, HTTPConnectionPool
+
+    assert hs.sync_services is not None and hs.rooms is not None
+    if agent is None:
+        agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=True))
+    push = PushServices.build(
+        db=hs.db,
+        clock=hs.clock,
+        bus=hs.sync_services.bus,
+        events=hs.rooms.store,
+        account_data=hs.sync_services.account_data_store,
+        agent=agent,
+    )
+    hs.sync_services.sync.push = push
+    PushEndpoints(auth=hs.auth, push=push).register_routes(hs.client)
+    hs.services.extend(push.services)
+    return push
 
 
 def build_appservices(

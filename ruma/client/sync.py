@@ -11,7 +11,6 @@ from ruma.client.auth import Authenticator
 from ruma.client.filter import FilterEndpoints
 from ruma.client.http import query_bool, query_int, query_str
 from ruma.client.presence import PresenceEndpoints
-from ruma.client.pushrules import PushRulesEndpoints
 from ruma.client.receipts import ReceiptEndpoints
 from ruma.client.router import ClientRouter, JsonDict
 from ruma.client.typing import TypingEndpoints
@@ -83,4 +82,3 @@ def register_sync_routes(router: ClientRouter, auth: Authenticator, services: Sy
     ReceiptEndpoints(auth=auth, receipts=services.receipts).register_routes(router)
     AccountDataEndpoints(auth=auth, account_data=services.account_data).register_routes(router)
     PresenceEndpoints(auth=auth, presence=services.presence).register_routes(router)
-    PushRulesEndpoints(auth=auth).register_routes(router)

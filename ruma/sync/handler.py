@@ -6,7 +6,8 @@ response was computed; ``next_batch`` is ``N``. Room timelines run backwards fro
 the filter's limit; ``prev_batch`` is the position just before the first returned event,
 which ``/messages?dir=b`` continues from.
 
-Push rule evaluation is later work: ``unread_notifications`` counts are 0 for now.
+``unread_notifications`` (and, when the timeline filter asks, ``unread_thread_notifications``)
+come from ``ruma.push`` through the ``push`` hook; without it they are 0.
 Timelines go through the rooms' history-visibility filter and client serialisation
 (``ruma.rooms.visibility``, ``ruma.rooms.serialize``).
 """
@@ -75,6 +76,18 @@ class DeviceSyncData:
     left: Collection[str] = ()
     one_time_keys_count: Mapping[str, int] = field(default_factory=dict)
     unused_fallback_key_types: Sequence[str] = ()
+
+
+class PushSource(Protocol):
+    """Unread counts and the live push ruleset (``ruma.push`` provides it)."""
+
+    async def unread_counts(
+        self, user_id: str, room_ids: Iterable[str]
+    ) -> Mapping[str, Mapping[str, tuple[int, int]]]:
+        """room -> thread ('main' or a thread root) -> (notifications, highlights)."""
+        ...
+
+    async def push_rules_content(self, user_id: str) -> JsonDict: ...
 
 
 class DeviceSyncSource(Protocol):
@@ -156,6 +169,8 @@ class SyncHandler:
         self._notifier = notifier
         # End-to-end encryption's per-device data (set by ruma.tap when it is wired).
         self.devices: DeviceSyncSource | None = None
+        # Push rules and unread counts (set by ruma.tap when push is wired).
+        self.push: PushSource | None = None
 
     # -- entry point ---------------------------------------------------------------------
 
@@ -238,6 +253,11 @@ class SyncHandler:
         if not full:
             quiet = [r for r in joined if r not in plans]
             active = await self._sync_store.get_rooms_with_changes("event", quiet, since or 0, now)
+            if self.push is not None:
+                # New notifications (computed after the event) change the unread counts.
+                active |= await self._sync_store.get_rooms_with_changes(
+                    "push_actions", quiet, since or 0, now
+                )
             for room_id in quiet:
                 if (
                     room_id in active
@@ -246,6 +266,10 @@ class SyncHandler:
                     or room_id in account.rooms
                 ):
                     plans[room_id] = _RoomPlan(room_id, "join", "", now, since, since)
+        unread: Mapping[str, Mapping[str, tuple[int, int]]] = {}
+        if self.push is not None:
+            joined_plans = [r for r, p in plans.items() if p.section == "join"]
+            unread = await self.push.unread_counts(req.user_id, joined_plans)
         for room_id in sorted(plans):
             plan = plans[room_id]
             if not room_filter.room_allowed(room_id):
@@ -262,7 +286,11 @@ class SyncHandler:
                 if rec is not None:
                     eph.append(rec)
                 body["ephemeral"] = {"events": room_filter.ephemeral.filter(eph)}
-                body["unread_notifications"] = {"notification_count": 0, "highlight_count": 0}
+                body.update(
+                    _unread_sections(
+                        unread.get(room_id, {}), room_filter.timeline.unread_thread_notifications
+                    )
+                )
             room_data = [
                 {"type": t, "content": c} for t, c in account.rooms.get(room_id, {}).items()
             ]
@@ -270,7 +298,9 @@ class SyncHandler:
             resp.rooms[plan.section][room_id] = body
         # Global account data; push rules are always there on a full sync.
         global_data = dict(account.global_data)
-        if full and "m.push_rules" not in global_data:
+        if self.push is not None and (full or "m.push_rules" in global_data):
+            global_data["m.push_rules"] = await self.push.push_rules_content(req.user_id)
+        elif full and "m.push_rules" not in global_data:
             global_data["m.push_rules"] = push_rules_account_data(req.user_id)
         resp.account_data = req.filter.account_data.filter(
             [{"type": t, "content": c} for t, c in global_data.items()]
@@ -541,6 +571,29 @@ class SyncHandler:
             visible.update(await self._events.get_current_members(room_id, "join"))
         events = [self._presence.format(r) for r in rows if r.user_id in visible]
         return req.filter.presence.filter(events)
+
+
+def _unread_sections(
+    threads: Mapping[str, tuple[int, int]], per_thread: bool
+) -> JsonDict:
+    """``unread_notifications`` (all threads, or only the main timeline when the client asked
+    for ``unread_thread_notifications``, which then has one entry per thread root)."""
+    if not per_thread:
+        return {
+            "unread_notifications": {
+                "notification_count": sum(n for n, _ in threads.values()),
+                "highlight_count": sum(h for _, h in threads.values()),
+            }
+        }
+    main_n, main_h = threads.get("main", (0, 0))
+    return {
+        "unread_notifications": {"notification_count": main_n, "highlight_count": main_h},
+        "unread_thread_notifications": {
+            root: {"notification_count": n, "highlight_count": h}
+            for root, (n, h) in threads.items()
+            if root != "main"
+        },
+    }
 
 
 def _prev_membership(event: Event | None) -> str:

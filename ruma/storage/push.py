@@ -1,0 +1,527 @@
+"""Push rules, computed notifications (``event_push_actions``) and pushers.
+
+Unread counts are computed at read time: the notifications after the user's read receipt
+(``m.read`` or ``m.read.private``) in each thread. An unthreaded receipt covers every thread
+of the room; a threaded one (``main`` or a thread root) only its thread.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ruma.push.rules import RuleSetting, UserRule
+from ruma.storage.database import Database, Txn
+
+PUSH_ACTIONS_STREAM = "push_actions"
+_READ_TYPES = ("m.read", "m.read.private")
+_UNTHREADED = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PushAction:
+    """One notification of a user: ``event_id`` matched a rule with ``notify``."""
+
+    user_id: str
+    room_id: str
+    event_id: str
+    stream_pos: int
+    thread_id: str
+    highlight: bool
+    actions: list[Any]
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    notifications: int = 0
+    highlights: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Pusher:
+    user_id: str
+    app_id: str
+    pushkey: str
+    kind: str
+    access_token_id: int | None
+    device_id: str | None
+    pushkey_ts: int
+    app_display_name: str
+    device_display_name: str
+    profile_tag: str | None
+    lang: str
+    data: dict[str, Any]
+    last_stream_pos: int
+    failing_since: int | None
+
+
+class PlacementError(Exception):
+    """``before``/``after`` names no rule of the user's (of that kind)."""
+
+
+_PUSHER_COLS = (
+    "p.user_id, p.app_id, p.pushkey, p.kind, p.access_token_id, p.device_id, p.pushkey_ts,"
+    " p.app_display_name, p.device_display_name, p.profile_tag, p.lang, p.data,"
+    " p.last_stream_pos, p.failing_since"
+)
+
+
+def _pusher(r: tuple[Any, ...]) -> Pusher:
+    return Pusher(
+        user_id=r[0],
+        app_id=r[1],
+        pushkey=r[2],
+        kind=r[3],
+        access_token_id=None if r[4] is None else int(r[4]),
+        device_id=r[5],
+        pushkey_ts=int(r[6]),
+        app_display_name=r[7],
+        device_display_name=r[8],
+        profile_tag=r[9],
+        lang=r[10],
+        data=json.loads(r[11]),
+        last_stream_pos=int(r[12]),
+        failing_since=None if r[13] is None else int(r[13]),
+    )
+
+
+def _action(r: tuple[Any, ...]) -> PushAction:
+    return PushAction(
+        user_id=r[0],
+        room_id=r[1],
+        event_id=r[2],
+        stream_pos=int(r[3]),
+        thread_id=r[4],
+        highlight=bool(r[5]),
+        actions=json.loads(r[6]),
+        ts=int(r[7]),
+    )
+
+
+_ACTION_COLS = "user_id, room_id, event_id, stream_pos, thread_id, highlight, actions, ts"
+
+# Pushers whose access token is gone (logged out, device deleted) are dead.
+_LIVE = "(p.access_token_id IS NULL OR EXISTS (SELECT 1 FROM access_tokens a WHERE a.id = p.access_token_id))"
+
+
+class PushStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    # -- rules -------------------------------------------------------------------------
+
+    async def get_rules(self, user_id: str) -> tuple[list[UserRule], list[RuleSetting]]:
+        def txn_fn(txn: Txn) -> tuple[list[UserRule], list[RuleSetting]]:
+            rules = [
+                UserRule(
+                    kind=r[0],
+                    rule_id=r[1],
+                    priority=int(r[2]),
+                    conditions=None if r[3] is None else json.loads(r[3]),
+                    pattern=r[4],
+                    actions=json.loads(r[5]),
+                )
+                for r in txn.select(
+                    "SELECT kind, rule_id, priority, conditions, pattern, actions FROM push_rules"
+                    " WHERE user_id = ?",
+                    (user_id,),
+                )
+            ]
+            settings = [
+                RuleSetting(
+                    kind=r[0],
+                    rule_id=r[1],
+                    enabled=None if r[2] is None else bool(r[2]),
+                    actions=None if r[3] is None else json.loads(r[3]),
+                )
+                for r in txn.select(
+                    "SELECT kind, rule_id, enabled, actions FROM push_rule_settings"
+                    " WHERE user_id = ?",
+                    (user_id,),
+                )
+            ]
+            return rules, settings
+
+        return await self._db.run("get_push_rules", txn_fn)
+
+    async def put_rule(
+        self,
+        user_id: str,
+        kind: str,
+        rule_id: str,
+        *,
+        conditions: list[Any] | None,
+        pattern: str | None,
+        actions: list[Any],
+        before: str | None = None,
+        after: str | None = None,
+    ) -> None:
+        """Create or replace a user rule, placed as ``before``/``after`` say.
+
+        Raises :class:`PlacementError` when ``before``/``after`` is not one of the user's
+        rules of this kind. A new rule goes first (most important) unless placed; a replaced
+        rule keeps its place unless placed. A new rule starts enabled.
+        """
+
+        def txn_fn(txn: Txn) -> None:
+            rows = txn.select(
+                "SELECT rule_id FROM push_rules WHERE user_id = ? AND kind = ?"
+                " ORDER BY priority DESC, rule_id",
+                (user_id, kind),
+            )
+            order = [str(r[0]) for r in rows]
+            exists = rule_id in order
+            anchor = before if before is not None else after
+            if anchor is not None:
+                if anchor == rule_id or anchor not in order:
+                    raise PlacementError(anchor)
+                if exists:
+                    order.remove(rule_id)
+                i = order.index(anchor)
+                order.insert(i if before is not None else i + 1, rule_id)
+            elif not exists:
+                order.insert(0, rule_id)
+            txn.execute(
+                "DELETE FROM push_rules WHERE user_id = ? AND kind = ? AND rule_id = ?",
+                (user_id, kind, rule_id),
+            )
+            if not exists:
+                txn.execute(
+                    "DELETE FROM push_rule_settings WHERE user_id = ? AND kind = ? AND rule_id = ?",
+                    (user_id, kind, rule_id),
+                )
+            txn.execute(
+                "INSERT INTO push_rules (user_id, kind, rule_id, priority, conditions, pattern,"
+                " actions) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    user_id,
+                    kind,
+                    rule_id,
+                    0,
+                    None if conditions is None else json.dumps(conditions),
+                    pattern,
+                    json.dumps(actions),
+                ),
+            )
+            n = len(order)
+            txn.executemany(
+                "UPDATE push_rules SET priority = ? WHERE user_id = ? AND kind = ? AND rule_id = ?",
+                [(n - i, user_id, kind, rid) for i, rid in enumerate(order)],
+            )
+
+        await self._db.run("put_push_rule", txn_fn)
+
+    async def delete_rule(self, user_id: str, kind: str, rule_id: str) -> bool:
+        def txn_fn(txn: Txn) -> bool:
+            txn.execute(
+                "DELETE FROM push_rules WHERE user_id = ? AND kind = ? AND rule_id = ?",
+                (user_id, kind, rule_id),
+            )
+            deleted = txn.rowcount > 0
+            txn.execute(
+                "DELETE FROM push_rule_settings WHERE user_id = ? AND kind = ? AND rule_id = ?",
+                (user_id, kind, rule_id),
+            )
+            return deleted
+
+        return await self._db.run("delete_push_rule", txn_fn)
+
+    async def set_rule_enabled(self, user_id: str, kind: str, rule_id: str, enabled: bool) -> None:
+        await self._db.run("set_push_rule_enabled", self._setting_txn, user_id, kind, rule_id, "enabled", enabled)
+
+    async def set_user_rule_actions(
+        self, user_id: str, kind: str, rule_id: str, actions: list[Any]
+    ) -> None:
+        def txn_fn(txn: Txn) -> None:
+            txn.execute(
+                "UPDATE push_rules SET actions = ? WHERE user_id = ? AND kind = ? AND rule_id = ?",
+                (json.dumps(actions), user_id, kind, rule_id),
+            )
+
+        await self._db.run("set_push_rule_actions", txn_fn)
+
+    async def set_default_rule_actions(
+        self, user_id: str, kind: str, rule_id: str, actions: list[Any]
+    ) -> None:
+        await self._db.run(
+            "set_default_push_rule_actions",
+            self._setting_txn,
+            user_id,
+            kind,
+            rule_id,
+            "actions",
+            json.dumps(actions),
+        )
+
+    @staticmethod
+    def _setting_txn(txn: Txn, user_id: str, kind: str, rule_id: str, column: str, value: Any) -> None:
+        assert column in ("enabled", "actions")
+        txn.execute(
+            f"UPDATE push_rule_settings SET {column} = ? WHERE user_id = ? AND kind = ?"
+            " AND rule_id = ?",
+            (value, user_id, kind, rule_id),
+        )
+        if txn.rowcount == 0:
+            txn.execute(
+                f"INSERT INTO push_rule_settings (user_id, kind, rule_id, {column})"
+                " VALUES (?, ?, ?, ?)",
+                (user_id, kind, rule_id, value),
+            )
+
+    # -- notifications ----------------------------------------------------------------
+
+    async def add_push_actions(self, room_id: str, event_id: str, actions: list[PushAction]) -> int | None:
+        """Record the notifications an event caused (idempotent: a replay replaces them).
+
+        Takes a stream position (kind ``push_actions``, the room's) so that syncs of the
+        room's members recompute their unread counts. None if ``actions`` is empty.
+        """
+
+        def txn_fn(txn: Txn) -> int | None:
+            for a in actions:
+                txn.execute(
+                    "DELETE FROM event_push_actions WHERE user_id = ? AND event_id = ?",
+                    (a.user_id, a.event_id),
+                )
+            txn.executemany(
+                f"INSERT INTO event_push_actions ({_ACTION_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        a.user_id,
+                        a.room_id,
+                        a.event_id,
+                        a.stream_pos,
+                        a.thread_id,
+                        a.highlight,
+                        json.dumps(a.actions),
+                        a.ts,
+                    )
+                    for a in actions
+                ],
+            )
+            return txn.next_stream_position(PUSH_ACTIONS_STREAM, room_id=room_id, ref=event_id)
+
+        if not actions:
+            return None
+        return await self._db.run("add_push_actions", txn_fn)
+
+    @staticmethod
+    def _read_positions_txn(txn: Txn, user_id: str, room_id: str) -> dict[str, int]:
+        """thread_id ('' = unthreaded) -> the stream position of the user's read receipt."""
+        rows = txn.select(
+            "SELECT r.thread_id, MAX(e.stream_position) FROM receipts r"
+            " JOIN events e ON e.event_id = r.event_id"
+            " WHERE r.room_id = ? AND r.user_id = ? AND r.receipt_type IN (?, ?)"
+            " GROUP BY r.thread_id",
+            (room_id, user_id, *_READ_TYPES),
+        )
+        return {str(r[0]): int(r[1]) for r in rows if r[1] is not None}
+
+    def _counts_txn(self, txn: Txn, user_id: str, room_id: str) -> dict[str, Counts]:
+        read = self._read_positions_txn(txn, user_id, room_id)
+        base = read.get(_UNTHREADED, 0)
+        rows = txn.select(
+            "SELECT thread_id, COUNT(*), SUM(CASE WHEN highlight THEN 1 ELSE 0 END)"
+            " FROM event_push_actions WHERE user_id = ? AND room_id = ? AND stream_pos > ?"
+            " GROUP BY thread_id",
+            (user_id, room_id, base),
+        )
+        out: dict[str, Counts] = {}
+        for thread_id, count, highlights in rows:
+            cutoff = read.get(str(thread_id), 0)
+            if cutoff > base:
+                row = txn.select_one(
+                    "SELECT COUNT(*), SUM(CASE WHEN highlight THEN 1 ELSE 0 END)"
+                    " FROM event_push_actions WHERE user_id = ? AND room_id = ?"
+                    " AND thread_id = ? AND stream_pos > ?",
+                    (user_id, room_id, thread_id, cutoff),
+                )
+                assert row is not None
+                count, highlights = row
+            if count:
+                out[str(thread_id)] = Counts(int(count), int(highlights or 0))
+        return out
+
+    async def get_unread_counts(
+        self, user_id: str, room_ids: Collection[str]
+    ) -> dict[str, dict[str, Counts]]:
+        """room_id -> thread_id ('main' or a root) -> counts, for rooms with any unread."""
+        rooms = list(room_ids)
+
+        def txn_fn(txn: Txn) -> dict[str, dict[str, Counts]]:
+            out = {}
+            for room_id in rooms:
+                counts = self._counts_txn(txn, user_id, room_id)
+                if counts:
+                    out[room_id] = counts
+            return out
+
+        if not rooms:
+            return {}
+        return await self._db.run("get_unread_counts", txn_fn)
+
+    async def get_total_unread(self, user_id: str) -> int:
+        """Unread notifications across all the user's rooms (a pusher's ``counts.unread``)."""
+
+        def txn_fn(txn: Txn) -> int:
+            rooms = [
+                str(r[0])
+                for r in txn.select(
+                    "SELECT DISTINCT room_id FROM event_push_actions WHERE user_id = ?", (user_id,)
+                )
+            ]
+            return sum(
+                c.notifications for room in rooms for c in self._counts_txn(txn, user_id, room).values()
+            )
+
+        return await self._db.run("get_total_unread", txn_fn)
+
+    async def get_notifications(
+        self, user_id: str, before: int | None, limit: int, only_highlight: bool
+    ) -> list[tuple[PushAction, bool]]:
+        """The newest notifications below ``before`` (newest first), each with its read flag."""
+
+        def txn_fn(txn: Txn) -> list[tuple[PushAction, bool]]:
+            sql = f"SELECT {_ACTION_COLS} FROM event_push_actions WHERE user_id = ?"
+            params: list[Any] = [user_id]
+            if before is not None:
+                sql += " AND stream_pos < ?"
+                params.append(before)
+            if only_highlight:
+                sql += " AND highlight = ?"
+                params.append(True)
+            sql += " ORDER BY stream_pos DESC LIMIT ?"
+            params.append(limit)
+            actions = [_action(r) for r in txn.select(sql, params)]
+            reads: dict[str, dict[str, int]] = {}
+            out = []
+            for a in actions:
+                if a.room_id not in reads:
+                    reads[a.room_id] = self._read_positions_txn(txn, user_id, a.room_id)
+                read = reads[a.room_id]
+                cutoff = max(read.get(_UNTHREADED, 0), read.get(a.thread_id, 0))
+                out.append((a, a.stream_pos <= cutoff))
+            return out
+
+        return await self._db.run("get_notifications", txn_fn)
+
+    async def get_push_actions_after(
+        self, user_id: str, after: int, limit: int
+    ) -> list[PushAction]:
+        """Notifications of ``user_id`` after stream position ``after``, oldest first."""
+
+        def txn_fn(txn: Txn) -> list[PushAction]:
+            return [
+                _action(r)
+                for r in txn.select(
+                    f"SELECT {_ACTION_COLS} FROM event_push_actions WHERE user_id = ?"
+                    " AND stream_pos > ? ORDER BY stream_pos LIMIT ?",
+                    (user_id, after, limit),
+                )
+            ]
+
+        return await self._db.run("get_push_actions_after", txn_fn)
+
+    # -- pushers ---------------------------------------------------------------------
+
+    async def add_pusher(self, pusher: Pusher, *, append: bool) -> None:
+        """Create or update a pusher; unless ``append``, other users' pushers with the same
+        app ID and pushkey are deleted (the spec's ``append: false``)."""
+
+        def txn_fn(txn: Txn) -> None:
+            if not append:
+                txn.execute(
+                    "DELETE FROM pushers WHERE app_id = ? AND pushkey = ? AND user_id <> ?",
+                    (pusher.app_id, pusher.pushkey, pusher.user_id),
+                )
+            row = txn.select_one(
+                "SELECT last_stream_pos FROM pushers WHERE user_id = ? AND app_id = ? AND pushkey = ?",
+                (pusher.user_id, pusher.app_id, pusher.pushkey),
+            )
+            last = pusher.last_stream_pos if row is None else int(row[0])
+            txn.execute(
+                "DELETE FROM pushers WHERE user_id = ? AND app_id = ? AND pushkey = ?",
+                (pusher.user_id, pusher.app_id, pusher.pushkey),
+            )
+            txn.execute(
+                "INSERT INTO pushers (user_id, app_id, pushkey, kind, access_token_id, device_id,"
+                " pushkey_ts, app_display_name, device_display_name, profile_tag, lang, data,"
+                " last_stream_pos, failing_since)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                (
+                    pusher.user_id,
+                    pusher.app_id,
+                    pusher.pushkey,
+                    pusher.kind,
+                    pusher.access_token_id,
+                    pusher.device_id,
+                    pusher.pushkey_ts,
+                    pusher.app_display_name,
+                    pusher.device_display_name,
+                    pusher.profile_tag,
+                    pusher.lang,
+                    json.dumps(pusher.data),
+                    last,
+                ),
+            )
+
+        await self._db.run("add_pusher", txn_fn)
+
+    async def delete_pusher(self, user_id: str, app_id: str, pushkey: str) -> bool:
+        def txn_fn(txn: Txn) -> bool:
+            txn.execute(
+                "DELETE FROM pushers WHERE user_id = ? AND app_id = ? AND pushkey = ?",
+                (user_id, app_id, pushkey),
+            )
+            return txn.rowcount > 0
+
+        return await self._db.run("delete_pusher", txn_fn)
+
+    async def get_pushers(self, user_id: str | None = None) -> list[Pusher]:
+        """Live pushers (of one user, or all); pushers of revoked tokens are removed."""
+
+        def txn_fn(txn: Txn) -> list[Pusher]:
+            where = "" if user_id is None else " AND p.user_id = ?"
+            params: tuple[Any, ...] = () if user_id is None else (user_id,)
+            txn.execute(
+                "DELETE FROM pushers WHERE access_token_id IS NOT NULL AND NOT EXISTS"
+                " (SELECT 1 FROM access_tokens a WHERE a.id = pushers.access_token_id)"
+                + ("" if user_id is None else " AND user_id = ?"),
+                params,
+            )
+            return [
+                _pusher(r)
+                for r in txn.select(
+                    f"SELECT {_PUSHER_COLS} FROM pushers p WHERE {_LIVE}{where}"
+                    " ORDER BY p.app_id, p.pushkey",
+                    params,
+                )
+            ]
+
+        return await self._db.run("get_pushers", txn_fn)
+
+    async def update_pusher_progress(
+        self, pusher: Pusher, last_stream_pos: int, failing_since: int | None
+    ) -> None:
+        def txn_fn(txn: Txn) -> None:
+            txn.execute(
+                "UPDATE pushers SET last_stream_pos = ?, failing_since = ? WHERE user_id = ?"
+                " AND app_id = ? AND pushkey = ?",
+                (last_stream_pos, failing_since, pusher.user_id, pusher.app_id, pusher.pushkey),
+            )
+
+        await self._db.run("update_pusher_progress", txn_fn)
+
+    async def delete_pushers_for_users(self, user_ids: Iterable[str]) -> None:
+        users = list(user_ids)
+
+        def txn_fn(txn: Txn) -> None:
+            txn.executemany("DELETE FROM pushers WHERE user_id = ?", [(u,) for u in users])
+
+        await self._db.run("delete_pushers_for_users", txn_fn)
+
+
+__all__ = ["Counts", "PUSH_ACTIONS_STREAM", "PlacementError", "PushAction", "PushStore", "Pusher"]
