@@ -35,6 +35,7 @@ from ruma.accounts.passwords import ThreadRunner
 from ruma.admin.register import ServerVersion, SharedSecretRegistration
 from ruma.appservice.pusher import AppserviceClient
 from ruma.appservice.service import AppserviceServices
+from ruma.bridges.base import BridgeContext, build_bridges
 from ruma.client.account import AccountEndpoints
 from ruma.client.admin import AdminEndpoints
 from ruma.client.appservice_routes import AppserviceEndpoints
@@ -112,6 +113,8 @@ class Homeserver:
     e2ee: E2EEServices | None = None
     # Push (ruma.push): rules, notifications and unread counts, HTTP pushers.
     push: PushServices | None = None
+    # Bridge modules configured under ``bridges:`` (ruma.bridges.base).
+    bridges: list[Any] = attrs.Factory(list)
     # Long-lived services, started (in order) once the database is ready.
     services: list[IService] = attrs.Factory(list)
 
@@ -260,6 +263,10 @@ def build_homeserver(
         sync=hs.sync_services,
         agent=appservice_agent,
     )
+    hs.bridges = list(build_bridges(BridgeContext(
+        config=config, reactor=reactor, clock=clock, db=database, appservices=hs.appservices,
+        rooms=hs.rooms,
+    )))
     if len(hs.appservices.registry):
         # Only with registrations: without any, login flows stay as they were.
         auth.appservices = hs.appservices.auth
@@ -267,6 +274,7 @@ def build_homeserver(
         client
     )
     hs.services.extend(hs.appservices.services)
+    hs.services.extend(b.service for b in hs.bridges)
     return hs
 
 

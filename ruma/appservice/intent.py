@@ -88,6 +88,14 @@ class Intent:
         await self.ensure_registered()
         await self._rooms.membership.invite(self.user_id, room_id, user_id, reason=reason)
 
+    async def kick(self, room_id: str, user_id: str, reason: str | None = None) -> None:
+        await self.ensure_registered()
+        await self._rooms.membership.kick(self.user_id, room_id, user_id, reason=reason)
+
+    async def ban(self, room_id: str, user_id: str, reason: str | None = None) -> None:
+        await self.ensure_registered()
+        await self._rooms.membership.ban(self.user_id, room_id, user_id, reason=reason)
+
     async def send_message(
         self,
         room_id: str,

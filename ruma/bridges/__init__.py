@@ -1,0 +1,1 @@
+"""Bridge modules hosted in the homeserver (see :mod:`ruma.bridges.base`)."""

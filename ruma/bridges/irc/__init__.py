@@ -1,0 +1,1 @@
+"""The IRC bridge module: IRC channels as Matrix rooms (see :mod:`.bridge`)."""
