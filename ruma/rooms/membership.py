@@ -124,6 +124,15 @@ class MembershipHandler:
             if self._is_our_room_id(room_id) or not servers:
                 raise not_found(f"No known room {room_id}")
             raise not_found(f"Room {room_id} is not on this server and remote joins are not available")
+        if self.remote is not None and not await self._store.get_local_users_in_room(room_id):
+            # We hold the room's state but none of our users is in it any more: that state
+            # is what we saw when we left. Join through a server still in the room, as for
+            # a first join, so the join is checked against (and we learn) its state now.
+            others = await self._store.get_joined_hosts(room_id)
+            via = [s for s in dict.fromkeys([*servers, *sorted(others)]) if s != self.server_name]
+            if via:
+                await self.remote.join_remote(user_id, room_id, via, content)
+                return room_id
         current = await self._store.get_current_state_event(room_id, "m.room.member", user_id)
         if current is not None and current.membership == "join":
             same = {k: v for k, v in current.content.items() if k != "reason"}
