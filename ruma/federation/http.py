@@ -302,6 +302,47 @@ class FederationClient:
                                   response.code, decoded)
         return decoded
 
+    async def request_raw(
+        self,
+        method: str,
+        destination: str,
+        path: str,
+        *,
+        query: Mapping[str, str | Sequence[str]] | None = None,
+        sign: bool = True,
+        timeout: float | None = None,
+        max_bytes: int = MAX_RESPONSE_BYTES,
+    ) -> tuple[int, Headers, bytes]:
+        """A body-less request whose answer is not JSON (media): ``(status, headers, body)``
+        whatever the status; ``FederationError`` only when no answer came back (or it is
+        larger than ``max_bytes``)."""
+        uri = quote(path, safe="/:@!$&'()*+,;=-._~%")
+        if query:
+            uri += "?" + urlencode(query, doseq=True)
+        headers = Headers({b"User-Agent": [b"Ruma"]})
+        if sign:
+            auth = sign_request(method=method, uri=uri, origin=self.server_name,
+                                destination=destination, content=None, key=self._key)
+            headers.setRawHeaders(b"Authorization", [auth.encode("utf-8")])
+        url = f"{SCHEME}://{destination}{uri}".encode("ascii")
+        d = self._agent.request(method.encode("ascii"), url, headers, None)
+        d.addTimeout(timeout or self._timeout, self._clock)
+        try:
+            response = await d
+            if isinstance(response.length, int) and response.length > max_bytes:
+                response.deliverBody(_Discard())
+                raise FederationError(destination, f"{method} {path}: answer too large", 502)
+            body_d = readBody(response)
+            body_d.addTimeout(timeout or self._timeout, self._clock)
+            raw = await body_d
+        except FederationError:
+            raise
+        except Exception as e:
+            raise FederationError(destination, f"{method} {path} failed: {e!r}") from e
+        if len(raw) > max_bytes:
+            raise FederationError(destination, f"{method} {path}: answer too large", 502)
+        return response.code, response.headers, raw
+
     async def get_json(self, destination: str, path: str, **kw: Any) -> Any:
         return await self.request("GET", destination, path, **kw)
 
