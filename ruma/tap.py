@@ -43,6 +43,12 @@ from ruma.client.auth import Authenticator
 from ruma.client.devices import DeviceEndpoints
 from ruma.client.directory import DirectoryEndpoints
 from ruma.client.keys import register_e2ee_routes
+from ruma.client.media import MediaEndpoints, MediaRouter
+from ruma.client.media_remote import (
+    FederationMediaSource,
+    SafeUrlFetcher,
+    install_federation_media_routes,
+)
 from ruma.client.profile import ProfileEndpoints
 from ruma.client.push import PushEndpoints
 from ruma.client.rooms import RoomEndpoints
@@ -53,10 +59,13 @@ from ruma.config import ConfigError, HomeserverConfig, ListenerConfig, generate_
 from ruma.e2ee.remote import FederationKeyQuerier
 from ruma.e2ee.service import E2EEServices
 from ruma.errors import Codes
+from ruma.federation.http import DEFAULT_IP_RANGE_DENYLIST, IPRangeFilter
 from ruma.federation.rooms_wiring import RoomFederation, wire_from_homeserver
 from ruma.federation.sender import FederationSender, build_federation_sender
 from ruma.federation.sender.device_edus import add_device_edu_sources
 from ruma.federation.service import FederationServices
+from ruma.media.config import parse_media_config
+from ruma.media.repository import MediaRepository
 from ruma.protocol.signing import (
     SigningKey,
     generate_signing_key,
@@ -68,6 +77,7 @@ from ruma.ratelimit import Ratelimiter
 from ruma.rooms.service import RoomServices
 from ruma.storage.accounts import AccountStore
 from ruma.storage.database import Database, SchemaTooNew
+from ruma.storage.media import MediaStore
 from ruma.sync.service import SyncServices
 
 log = Logger(namespace="ruma.tap")
@@ -97,6 +107,9 @@ class Homeserver:
     federation_resource: IResource | None = None
     keys_resource: IResource | None = None
     media_resource: IResource | None = None
+    # The media repository (ruma.media) and its federation routes (/_matrix/federation/v1/media).
+    media: MediaRepository | None = None
+    federation_media_resource: IResource | None = None
     # The event bus (sync_services.bus), sync and the ephemeral/per-user endpoints.
     sync_services: SyncServices | None = None
     # Federation (ruma.federation.service): outbound client, keyring, inbound PDU pipeline.
@@ -121,12 +134,16 @@ class Homeserver:
     def root_resource(self, names: Sequence[str] = ("client", "federation", "keys")) -> IResource:
         """The resource a listener serving ``names`` puts at ``/``."""
         mounts: list[tuple[bytes, IResource]] = []
+        if "federation" in names and self.federation_media_resource is not None:
+            mounts.append((b"/_matrix/federation/v1/media/", self.federation_media_resource))
         if "federation" in names and self.federation_resource is not None:
             mounts.append((b"/_matrix/federation/", self.federation_resource))
         if "keys" in names and self.keys_resource is not None:
             mounts.append((b"/_matrix/key/", self.keys_resource))
-        if "media" in names and self.media_resource is not None:
+        # Like Synapse, a client listener serves media too.
+        if ("media" in names or "client" in names) and self.media_resource is not None:
             mounts.append((b"/_matrix/media/", self.media_resource))
+            mounts.append((b"/_matrix/client/v1/media/", self.media_resource))
         fallback = self.client_resource if "client" in names else None
         return PrefixDispatcher(mounts, fallback)
 
@@ -142,6 +159,7 @@ def build_homeserver(
     federation_agent: IAgent | None = None,
     appservice_agent: IAgent | None = None,
     push_agent: IAgent | None = None,
+    url_preview_agent: IAgent | None = None,
 ) -> Homeserver:
     """Build the homeserver's object graph. Pure wiring: no I/O, nothing started.
 
@@ -253,6 +271,7 @@ def build_homeserver(
     add_device_edu_sources(hs.federation_sender, hs.e2ee.store)
     register_e2ee_routes(client, auth, hs.e2ee, account_endpoints)
     hs.room_federation = wire_from_homeserver(hs)
+    hs.media = build_media(hs, reactor, run_in_thread, url_preview_agent)
     hs.appservices = build_appservices(
         config,
         reactor=reactor,
@@ -276,6 +295,40 @@ def build_homeserver(
     hs.services.extend(hs.appservices.services)
     hs.services.extend(b.service for b in hs.bridges)
     return hs
+
+
+def build_media(
+    hs: Homeserver, reactor: Any, run_in_thread: ThreadRunner, agent: IAgent | None
+) -> MediaRepository:
+    """The media repository, its client routes and its federation routes."""
+    assert hs.federation is not None
+    config = parse_media_config(hs.config)
+    deny = config.url_preview_ip_range_blacklist
+    fetcher = SafeUrlFetcher(
+        reactor,
+        hs.clock,
+        IPRangeFilter(
+            deny=DEFAULT_IP_RANGE_DENYLIST if deny is None else deny,
+            allow=config.url_preview_ip_range_whitelist,
+        ),
+        agent=agent,
+    )
+    media = MediaRepository(
+        config=config,
+        store=MediaStore(hs.db),
+        clock=hs.clock,
+        server_name=hs.config.server_name,
+        run_in_thread=run_in_thread,
+        remote=FederationMediaSource(hs.federation.client, fetcher),
+        url_fetcher=fetcher,
+    )
+    router = MediaRouter()
+    MediaEndpoints(auth=hs.auth, media=media).register_routes(router)
+    hs.media_resource = router.resource()
+    federation_router = MediaRouter()
+    install_federation_media_routes(federation_router, hs.federation.authenticator, media)
+    hs.federation_media_resource = federation_router.resource()
+    return media
 
 
 def build_push(hs: Homeserver, reactor: Any, agent: IAgent | None) -> PushServices:
