@@ -25,6 +25,7 @@ from ruma.protocol.events import Event, StateKey
 from ruma.protocol.json import encode_json
 from ruma.protocol.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from ruma.storage.database import Database, Txn
+from ruma.storage.event_index import index_event_txn
 from ruma.storage.state import StateStore
 
 __all__ = [
@@ -845,6 +846,14 @@ class EventStore:
                     "INSERT INTO forward_extremities (room_id, event_id) VALUES (?, ?)",
                     (room_id, event.event_id),
                 )
+        # Relations and the search index (ruma.storage.event_index), in this transaction.
+        index_event_txn(
+            txn,
+            event,
+            position,
+            redacts=plan.redact_target if plan.rejected_reason is None else None,
+            redacted=plan.redacted_by is not None,
+        )
         if plan.current_state is not None and position is not None:
             self._apply_current_state_txn(txn, plan, position)
         elif plan.outlier and event.type == "m.room.member" and event.state_key is not None:
@@ -931,14 +940,16 @@ class EventStore:
 
     def _outlier_membership_txn(self, txn: Txn, event: Event) -> None:
         """An out-of-room membership of a local user (an invite from a room we are not in,
-        or the rejection of one): it is the user's membership unless we are in the room."""
+        or the rejection of one): it is the user's membership unless we are in the room
+        (one of our users is joined), where the room's timeline brings it. State we hold
+        from before our users left does not count: nothing brings us news of that room."""
         user_id = event.state_key
         membership = event.membership
         if user_id is None or membership is None or not self.is_local_user(user_id):
             return
         in_room = txn.select_one(
-            "SELECT 1 FROM current_state WHERE room_id = ? AND type = ? AND state_key = ?",
-            (event.room_id, "m.room.member", user_id),
+            "SELECT 1 FROM local_memberships WHERE room_id = ? AND membership = ?",
+            (event.room_id, "join"),
         )
         if in_room is not None:
             return

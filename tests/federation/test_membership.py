@@ -374,6 +374,57 @@ class MessagesAcrossTests(SynchronousTestCase):
         )
         self.assertEqual(status, 403)
 
+    def test_rejoin_after_kick(self) -> None:
+        """Kicked, Bob joins again: b.test, no longer in the room, goes through a.test."""
+        self.fed.ok(
+            "a.test", "POST", f"/rooms/{q(self.room)}/kick", {"user_id": self.bob}, self.alice_tok
+        )
+        self.fed.settle()
+        self.fed.ok("b.test", "POST", f"/join/{q(self.room)}?via=a.test", {}, self.bob_tok)
+        self.fed.settle()
+        self.assertEqual(self.fed.membership("a.test", self.room, self.bob), "join")
+        self.assertEqual(self.fed.membership("b.test", self.room, self.bob), "join")
+        self.fed.send_text("b.test", self.bob_tok, self.room, "back again", "back")
+        self.fed.settle()
+        self.assertEqual(self.bodies("a.test", self.alice_tok)[0], "back again")
+
+    def test_banned_user_cannot_rejoin_before_hearing_of_the_ban(self) -> None:
+        """Bob is banned while b.test cannot be reached; his join from b.test (which still
+        has him kicked, not banned) is refused by a.test: 403, and not joined anywhere."""
+        self.fed.ok(
+            "a.test", "POST", f"/rooms/{q(self.room)}/kick", {"user_id": self.bob}, self.alice_tok
+        )
+        self.fed.settle()
+        self.fed.agent.down.add("b.test")
+        self.fed.ok(
+            "a.test", "POST", f"/rooms/{q(self.room)}/ban", {"user_id": self.bob}, self.alice_tok
+        )
+        self.fed.settle()
+        self.assertEqual(self.fed.membership("b.test", self.room, self.bob), "leave")
+        status, body = self.fed.request(
+            "b.test", "POST", f"/join/{q(self.room)}?via=a.test", {}, self.bob_tok
+        )
+        self.assertEqual(status, 403, body)
+        self.assertEqual(self.fed.membership("a.test", self.room, self.bob), "ban")
+        self.assertNotEqual(self.fed.membership("b.test", self.room, self.bob), "join")
+
+    def test_invited_again_after_kick(self) -> None:
+        """Kicked Bob is invited back: the invite shows in his /sync though b.test still
+        holds the room's old state, and he can join."""
+        self.fed.ok(
+            "a.test", "POST", f"/rooms/{q(self.room)}/kick", {"user_id": self.bob}, self.alice_tok
+        )
+        self.fed.settle()
+        self.fed.ok(
+            "a.test", "POST", f"/rooms/{q(self.room)}/invite", {"user_id": self.bob},
+            self.alice_tok,
+        )
+        self.fed.settle()
+        sync = self.fed.sync("b.test", self.bob_tok)
+        self.assertIn(self.room, sync["rooms"]["invite"])
+        self.fed.ok("b.test", "POST", f"/rooms/{q(self.room)}/join", {}, self.bob_tok)
+        self.assertEqual(self.fed.membership("a.test", self.room, self.bob), "join")
+
     def test_leave_reaches_resident(self) -> None:
         """Bob's leave (made on b.test) reaches a.test."""
         self.fed.ok("b.test", "POST", f"/rooms/{q(self.room)}/leave", {}, self.bob_tok)
