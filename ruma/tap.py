@@ -51,8 +51,10 @@ from ruma.client.media_remote import (
 )
 from ruma.client.profile import ProfileEndpoints
 from ruma.client.push import PushEndpoints
+from ruma.client.relations import RelationEndpoints
 from ruma.client.rooms import RoomEndpoints
 from ruma.client.router import ClientRouter, write_json
+from ruma.client.search import SearchEndpoints
 from ruma.client.sync import register_sync_routes
 from ruma.client.versions import DiscoveryEndpoints
 from ruma.config import ConfigError, HomeserverConfig, ListenerConfig, generate_config, load_config
@@ -74,10 +76,13 @@ from ruma.protocol.signing import (
 )
 from ruma.push.service import PushServices
 from ruma.ratelimit import Ratelimiter
+from ruma.rooms.serialize import EventSerializer
 from ruma.rooms.service import RoomServices
+from ruma.search.handler import SearchHandler
 from ruma.storage.accounts import AccountStore
 from ruma.storage.database import Database, SchemaTooNew
 from ruma.storage.media import MediaStore
+from ruma.storage.search import SearchStore
 from ruma.sync.service import SyncServices
 
 log = Logger(namespace="ruma.tap")
@@ -294,7 +299,21 @@ def build_homeserver(
     )
     hs.services.extend(hs.appservices.services)
     hs.services.extend(b.service for b in hs.bridges)
+    build_room_extras(hs)
     return hs
+
+
+def build_room_extras(hs: Homeserver) -> None:
+    """Relations and threads (and their bundled aggregations in /sync), search."""
+    assert hs.rooms is not None and hs.sync_services is not None
+    RelationEndpoints(clock=hs.clock, auth=hs.auth, rooms=hs.rooms).register_routes(hs.client)
+    hs.sync_services.sync.relations = hs.rooms.relations
+    SearchEndpoints(
+        clock=hs.clock,
+        auth=hs.auth,
+        search=SearchHandler(hs.rooms.store, SearchStore(hs.db), hs.rooms.reader),
+        serializer=EventSerializer(hs.rooms.store, hs.rooms.relations),
+    ).register_routes(hs.client)
 
 
 def build_media(

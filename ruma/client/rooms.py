@@ -85,7 +85,7 @@ class RoomEndpoints:
         self._clock = clock
         self._auth = auth
         self._rooms = rooms
-        self._serializer = EventSerializer(rooms.store)
+        self._serializer = EventSerializer(rooms.store, rooms.relations)
         self._ratelimiter = ratelimiter
 
     def register_routes(self, router: ClientRouter) -> None:

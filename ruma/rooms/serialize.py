@@ -6,14 +6,14 @@ database, the ``transaction_id`` of events the requesting device sent.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from ruma.protocol.events import Event
 from ruma.protocol.json import thaw
 from ruma.storage.events import EventStore, TxnIdKey
 
-__all__ = ["EventSerializer", "RequesterLike", "serialize_event", "txn_scope"]
+__all__ = ["Bundler", "EventSerializer", "RequesterLike", "serialize_event", "txn_scope"]
 
 
 class RequesterLike(Protocol):
@@ -102,11 +102,19 @@ def _serialize_pdu(pdu: Mapping[str, Any], now: int) -> dict[str, Any]:
     return out
 
 
-class EventSerializer:
-    """Serialises batches of events for one requester, with their transaction IDs."""
+class Bundler(Protocol):
+    """Adds bundled aggregations (``unsigned.m.relations``) for a user: ruma.rooms.relations."""
 
-    def __init__(self, store: EventStore) -> None:
+    async def bundle(self, events: Sequence[Event], user_id: str) -> list[Event]: ...
+
+
+class EventSerializer:
+    """Serialises batches of events for one requester, with their transaction IDs and
+    (given a ``bundler``) their bundled aggregations."""
+
+    def __init__(self, store: EventStore, bundler: Bundler | None = None) -> None:
         self._store = store
+        self._bundler = bundler
 
     async def serialize(
         self,
@@ -118,6 +126,8 @@ class EventSerializer:
     ) -> list[dict[str, Any]]:
         events = list(events)
         txn_ids: dict[str, TxnIdKey] = {}
+        if requester is not None and self._bundler is not None:
+            events = await self._bundler.bundle(events, requester.user_id)
         if requester is not None:
             own = [e.event_id for e in events if e.sender == requester.user_id]
             if own:

@@ -14,9 +14,11 @@ from ruma.rooms.membership import MembershipHandler, RemoteMembership
 from ruma.rooms.persistence import RoomWriter
 from ruma.rooms.profile import ProfileHandler, ProfileSource
 from ruma.rooms.reading import RoomReader
+from ruma.rooms.relations import RelationsHandler
 from ruma.rooms.sending import MessageSender
 from ruma.storage.database import Database
 from ruma.storage.events import EventStore
+from ruma.storage.relations import RelationStore
 from ruma.storage.rooms import RoomStore
 from ruma.storage.state import StateStore
 
@@ -35,6 +37,7 @@ class RoomServices:
     aliases: AliasHandler
     profiles: ProfileHandler
     reader: RoomReader
+    relations: RelationsHandler
 
     @classmethod
     def build(
@@ -58,6 +61,7 @@ class RoomServices:
         creator = RoomCreator(
             sender, membership, rooms, profiles, default_room_version=default_room_version
         )
+        reader = RoomReader(store, clock)
         return cls(
             store=store,
             rooms=rooms,
@@ -68,5 +72,6 @@ class RoomServices:
             messages=MessageSender(sender, store),
             aliases=AliasHandler(rooms, store, server_name),
             profiles=ProfileHandler(profiles, sender, store),
-            reader=RoomReader(store, clock),
+            reader=reader,
+            relations=RelationsHandler(store, RelationStore(db), reader, clock),
         )

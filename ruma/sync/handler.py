@@ -27,7 +27,7 @@ from ruma.handlers.push_rules import push_rules_account_data
 from ruma.handlers.receipts import receipt_event
 from ruma.handlers.typing import TypingHandler
 from ruma.protocol.events import Event, StateKey
-from ruma.rooms.serialize import serialize_event
+from ruma.rooms.serialize import Bundler, serialize_event
 from ruma.rooms.visibility import filter_events_for_user
 from ruma.storage.account_data import AccountDataStore
 from ruma.storage.events import EventStore, TxnIdKey
@@ -171,6 +171,8 @@ class SyncHandler:
         self.devices: DeviceSyncSource | None = None
         # Push rules and unread counts (set by ruma.tap when push is wired).
         self.push: PushSource | None = None
+        # Bundled aggregations of timeline events (ruma.rooms.relations; set by ruma.tap).
+        self.relations: Bundler | None = None
 
     # -- entry point ---------------------------------------------------------------------
 
@@ -490,9 +492,12 @@ class SyncHandler:
             return []
         own = [e.event_id for _, e in events if e.sender == req.user_id]
         txn_ids = await self._events.get_txn_ids_for_events(own) if own else {}
+        served: Sequence[Event] = [e for _, e in events]
+        if self.relations is not None and req.filter.event_format != "federation":
+            served = await self.relations.bundle(served, req.user_id)
         return [
             req.filter.project(self._client_event(req, e, txn_ids.get(e.event_id)))
-            for _, e in events
+            for e in served
         ]
 
     def _client_event(self, req: SyncRequest, event: Event, txn_id: TxnIdKey | None) -> JsonDict:

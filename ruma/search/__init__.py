@@ -1,0 +1,1 @@
+"""Full-text search of room events (``POST /search``)."""
