@@ -18,13 +18,15 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote, unquote
 
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
-from twisted.web import static
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
 
 from ruma.client.auth import Authenticator
 from ruma.client.http import query_bool, query_int, query_str, read_body
@@ -96,23 +98,78 @@ def set_media_headers(request: IRequest, content_type: str, filename: str | None
 
 
 class _FileLeaf(Resource):
-    """Streams one file with Twisted's static file producer (ranges included)."""
+    """Streams one file from disk (headers already set by the router)."""
 
     isLeaf = True
 
-    def __init__(self, path: str, content_type: str) -> None:
+    def __init__(self, path: str) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._path = path
-        self._type = content_type
 
     def render(self, request: IRequest) -> Any:
-        f = static.File(self._path, defaultType=self._type)
-        f.type = self._type
-        f.encoding = None
-        if not f.exists():
+        try:
+            f = open(self._path, "rb")  # noqa: SIM115 - closed by the producer
+        except FileNotFoundError:
             err = MatrixError(404, Codes.NOT_FOUND, "Media file is missing")
             return write_json(request, err.http_status, err.to_json())
-        return f.render_GET(request)
+        size = os.fstat(f.fileno()).st_size
+        request.setResponseCode(200)
+        request.setHeader(b"Content-Length", str(size).encode("ascii"))
+        if request.method == b"HEAD":
+            f.close()
+            return b""
+        _FileProducer(request, f).start()
+        return NOT_DONE_YET
+
+
+@implementer(IPushProducer)
+class _FileProducer:
+    """A push producer (no cooperator, so it also runs on in-memory test reactors) writing a
+    file in chunks, pausing when the transport asks it to."""
+
+    CHUNK = 64 * 1024
+
+    def __init__(self, request: IRequest, f: BinaryIO) -> None:
+        # A twisted.web Request (IRequest does not declare the producer methods).
+        self._request: Any = request
+        self._file = f
+        self._paused = False
+        self._done = False
+
+    def start(self) -> None:
+        self._request.registerProducer(self, True)
+        notify = getattr(self._request, "notifyFinish", None)
+        if notify is not None:
+            notify().addErrback(lambda _: self.stopProducing())
+        self._pump()
+
+    def _pump(self) -> None:
+        while not self._paused and not self._done:
+            data = self._file.read(self.CHUNK)
+            if not data:
+                self._finish()
+                return
+            self._request.write(data)
+
+    def _finish(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._file.close()
+        self._request.unregisterProducer()
+        self._request.finish()
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._pump()
+
+    def stopProducing(self) -> None:
+        if not self._done:
+            self._done = True
+            self._file.close()
 
 
 class MediaRouter(ClientRouter):
@@ -130,7 +187,7 @@ class MediaRouter(ClientRouter):
                 if isinstance(result, FileResponse):
                     m = result.media
                     set_media_headers(request, m.content_type, result.filename or m.filename)
-                    return _FileLeaf(m.path, served_content_type(m.content_type))
+                    return _FileLeaf(m.path)
                 if isinstance(result, BytesResponse):
                     request.setResponseCode(200)
                     request.setHeader(b"Content-Type", result.content_type.encode("utf-8"))
