@@ -12,7 +12,16 @@ from ruma.federation.inbound.validate import parse_pdu
 from ruma.protocol.events import add_hashes_and_signature
 from ruma.protocol.room_versions import RoomVersion, RoomVersions
 from ruma.protocol.signing import VerifyKey
-from tests.protocol.eventfactory import ALICE, BOB, MALLORY, server_key, standard_room, versions
+from tests.protocol.eventfactory import (
+    ALICE,
+    BOB,
+    CAROL,
+    MALLORY,
+    add_signature,
+    server_key,
+    standard_room,
+    versions,
+)
 
 
 class KeyTable:
@@ -82,6 +91,18 @@ class CheckPDUTests(SynchronousTestCase):
         pdu["event_id"] = "$spoof:a.test"
         pdu = add_hashes_and_signature(pdu, RoomVersions.V1, "b.test", server_key("b.test"))
         self.check_fails(pdu, RoomVersions.V1, BadSignature)
+
+    def test_restricted_join_needs_authorising_servers_signature(self) -> None:
+        """A restricted join naming @carol:c.test as authoriser must carry c.test's
+        signature as well as the joining server's (rooms v8+)."""
+        room = standard_room(RoomVersions.V10, members=[CAROL])
+        join = room.build("m.room.member", BOB,
+                          {"membership": "join", "join_authorised_via_users_server": CAROL},
+                          BOB)
+        self.check_fails(join.pdu(), RoomVersions.V10, BadSignature)
+        countersigned = add_signature(join, "c.test")
+        self.assertEqual(self.check(countersigned.pdu(), RoomVersions.V10).event_id,
+                         join.event_id)
 
     def test_unsigned_event_is_refused(self) -> None:
         """No signatures at all: refused."""
