@@ -9,8 +9,8 @@ space hierarchies, answered for other servers and asked of them.
 
 End-to-end keys come from the e2ee service (``ruma.e2ee``: :class:`LocalKeys` is its
 ``E2EKeys``, :class:`DeviceKeys` its ``E2EStore``) when one is given; without it
-``user/keys/query`` and ``user/keys/claim`` answer the spec's shapes with no keys, and
-``user/devices`` lists the devices without keys.
+``user/keys/query`` and ``user/keys/claim`` answer the spec's shapes with no keys. Only
+devices with uploaded keys are listed by ``user/devices`` (its ``keys`` is required).
 """
 
 from __future__ import annotations
@@ -163,9 +163,11 @@ class QueryServer:
                 answer["self_signing_key"] = cross["self_signing"]
         out = []
         for d in devices:
-            entry: dict[str, Any] = {"device_id": d.device_id}
-            if d.device_id in keys:
-                entry["keys"] = keys[d.device_id]
+            if d.device_id not in keys:
+                # ``keys`` is required: a device that uploaded none cannot be described
+                # (nor used for encryption) yet; its key upload announces it later.
+                continue
+            entry: dict[str, Any] = {"device_id": d.device_id, "keys": keys[d.device_id]}
             if d.display_name is not None:
                 entry["device_display_name"] = d.display_name
             out.append(entry)
