@@ -42,6 +42,7 @@ from ruma.client.appservice_routes import AppserviceEndpoints
 from ruma.client.auth import Authenticator
 from ruma.client.devices import DeviceEndpoints
 from ruma.client.directory import DirectoryEndpoints
+from ruma.client.discovery import DiscoveryRoomEndpoints
 from ruma.client.keys import register_e2ee_routes
 from ruma.client.media import MediaEndpoints, MediaRouter
 from ruma.client.media_remote import (
@@ -62,6 +63,7 @@ from ruma.e2ee.remote import FederationKeyQuerier
 from ruma.e2ee.service import E2EEServices
 from ruma.errors import Codes
 from ruma.federation.http import DEFAULT_IP_RANGE_DENYLIST, IPRangeFilter
+from ruma.federation.room_directory import FederationRoomDirectory
 from ruma.federation.rooms_wiring import RoomFederation, wire_from_homeserver
 from ruma.federation.sender import FederationSender, build_federation_sender
 from ruma.federation.sender.device_edus import add_device_edu_sources
@@ -76,11 +78,13 @@ from ruma.protocol.signing import (
 )
 from ruma.push.service import PushServices
 from ruma.ratelimit import Ratelimiter
+from ruma.rooms.discovery import DiscoveryHandler
 from ruma.rooms.serialize import EventSerializer
 from ruma.rooms.service import RoomServices
 from ruma.search.handler import SearchHandler
 from ruma.storage.accounts import AccountStore
 from ruma.storage.database import Database, SchemaTooNew
+from ruma.storage.discovery import DiscoveryStore
 from ruma.storage.media import MediaStore
 from ruma.storage.search import SearchStore
 from ruma.sync.service import SyncServices
@@ -304,7 +308,8 @@ def build_homeserver(
 
 
 def build_room_extras(hs: Homeserver) -> None:
-    """Relations and threads (and their bundled aggregations in /sync), search."""
+    """Relations and threads (and their bundled aggregations in /sync), search, discovery
+    (public rooms, user directory, spaces, upgrades, reports, timestamp_to_event)."""
     assert hs.rooms is not None and hs.sync_services is not None
     RelationEndpoints(clock=hs.clock, auth=hs.auth, rooms=hs.rooms).register_routes(hs.client)
     hs.sync_services.sync.relations = hs.rooms.relations
@@ -313,6 +318,12 @@ def build_room_extras(hs: Homeserver) -> None:
         auth=hs.auth,
         search=SearchHandler(hs.rooms.store, SearchStore(hs.db), hs.rooms.reader),
         serializer=EventSerializer(hs.rooms.store, hs.rooms.relations),
+    ).register_routes(hs.client)
+    discovery = DiscoveryHandler(hs.rooms, DiscoveryStore(hs.db), hs.clock, hs.config.server_name)
+    if hs.federation is not None:
+        discovery.remote = FederationRoomDirectory(hs.federation.client)
+    DiscoveryRoomEndpoints(
+        auth=hs.auth, accounts=hs.accounts, discovery=discovery
     ).register_routes(hs.client)
 
 
