@@ -183,15 +183,25 @@ class AccountService:
         return "".join(secrets.choice(_DEVICE_ALPHABET) for _ in range(10))
 
     async def login(
-        self, user_id: str, device_id: str | None = None, display_name: str | None = None
+        self,
+        user_id: str,
+        device_id: str | None = None,
+        display_name: str | None = None,
+        *,
+        lifetime_ms: int | None = None,
     ) -> LoginResult:
-        """Create (or reuse) a device and issue a fresh access token for it."""
+        """Create (or reuse) a device and issue a fresh access token for it (expiring after
+        ``lifetime_ms`` if given: tokens issued with a refresh token)."""
         if device_id is None:
             device_id = self.new_device_id()
         await self.store.create_device(user_id, device_id, display_name, created_ts=self.now_ms())
         token = secrets.token_urlsafe(32)
         token_id = await self.store.add_access_token(
-            hash_token(token), user_id, device_id, created_ts=self.now_ms()
+            hash_token(token),
+            user_id,
+            device_id,
+            created_ts=self.now_ms(),
+            expires_ts=None if lifetime_ms is None else self.now_ms() + lifetime_ms,
         )
         return LoginResult(user_id, device_id, token, token_id)
 
@@ -233,6 +243,14 @@ class AccountService:
             self._token_cache.clear()
         self._token_cache[token_hash] = (info, now + TOKEN_CACHE_TTL_S)
         return info
+
+    def forget_cached_tokens(self, user_id: str | None) -> None:
+        """Forget cached tokens (of one user, or of everyone) after revoking some elsewhere."""
+        if user_id is None:
+            self._revocations += 1
+            self._token_cache.clear()
+            return
+        self._forget_tokens(user_id)
 
     def _forget_tokens(self, user_id: str) -> None:
         # Called before and after each revoking write; a lookup that overlaps either call

@@ -6,7 +6,7 @@ Resources only parse, authenticate, call :class:`~ruma.accounts.AccountService` 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
@@ -31,7 +31,23 @@ LOGIN_PASSWORD = "m.login.password"
 LOGIN_DUMMY = "m.login.dummy"
 LOGIN_REGISTRATION_TOKEN = "m.login.registration_token"
 LOGIN_APPSERVICE = "m.login.application_service"
+LOGIN_TOKEN = "m.login.token"
 ID_USER = "m.id.user"
+
+
+class SessionHooks(Protocol):
+    """Login tokens and refresh tokens (``ruma.client.sessions`` provides them)."""
+
+    async def user_for_login_token(self, token: str) -> str | None:
+        """Consume a login token: the user it logs in, or None."""
+        ...
+
+    async def login(
+        self, user_id: str, device_id: str | None, display_name: str | None, refresh: bool
+    ) -> JsonDict:
+        """Log in: ``user_id``, ``access_token``, ``device_id`` and, with ``refresh``,
+        ``refresh_token`` and ``expires_in_ms``."""
+        ...
 
 
 class AccountEndpoints:
@@ -51,6 +67,8 @@ class AccountEndpoints:
         self._accounts = accounts
         self._auth = auth
         self._uia = uia
+        # Login tokens and refresh tokens: set by ruma.tap (ruma.client.sessions).
+        self.sessions: SessionHooks | None = None
         rc = config.rc_login
         self.rc_registration = Ratelimiter(
             clock, config.rc_registration.per_second, config.rc_registration.burst_count
@@ -75,7 +93,6 @@ class AccountEndpoints:
         router.route("/account/password", ["POST"])(self.on_password)
         router.route("/account/deactivate", ["POST"])(self.on_deactivate)
         router.route("/account/3pid", ["GET"])(self.on_get_3pids)
-        router.route("/refresh", ["POST"], versions=("v3", "v1"))(self.on_refresh)
 
     # -- registration --------------------------------------------------------------------
 
@@ -148,6 +165,7 @@ class AccountEndpoints:
         device_id = body_str(body, "device_id", required=False)
         display_name = body_str(body, "initial_device_display_name", required=False)
         inhibit_login = body_bool(body, "inhibit_login", required=False, default=False)
+        refresh = bool(body_bool(body, "refresh_token", required=False, default=False))
         if username is not None:
             # Say "taken" before making the user go through the auth stages.
             username = username.lower()
@@ -179,7 +197,9 @@ class AccountEndpoints:
 
         user_id = await self._accounts.register(username, password)
         self.rc_registration.record(ip)
-        return await self._registration_result(user_id, device_id, display_name, inhibit_login)
+        return await self._registration_result(
+            user_id, device_id, display_name, inhibit_login, refresh
+        )
 
     async def _registration_result(
         self,
@@ -187,14 +207,27 @@ class AccountEndpoints:
         device_id: str | None,
         display_name: str | None,
         inhibit_login: bool | None,
+        refresh: bool = False,
     ) -> JsonDict:
         result: JsonDict = {"user_id": user_id, "home_server": self._config.server_name}
         if inhibit_login:
             return result
-        login = await self._accounts.login(user_id, device_id, display_name)
-        result["access_token"] = login.access_token
-        result["device_id"] = login.device_id
+        logged_in = await self._login(user_id, device_id, display_name, refresh)
+        logged_in.pop("user_id", None)
+        result.update(logged_in)
         return result
+
+    async def _login(
+        self, user_id: str, device_id: str | None, display_name: str | None, refresh: bool
+    ) -> JsonDict:
+        if self.sessions is not None:
+            return await self.sessions.login(user_id, device_id, display_name, refresh)
+        login = await self._accounts.login(user_id, device_id, display_name)
+        return {
+            "user_id": login.user_id,
+            "access_token": login.access_token,
+            "device_id": login.device_id,
+        }
 
     async def _register_guest(self, body: JsonDict) -> JsonDict:
         if not self._config.allow_guest_access:
@@ -252,6 +285,8 @@ class AccountEndpoints:
 
     async def on_login_flows(self, request: IRequest) -> JsonDict:
         flows: list[JsonDict] = [{"type": LOGIN_PASSWORD}]
+        if self.sessions is not None:
+            flows.append({"type": LOGIN_TOKEN, "get_login_token": True})
         if self._auth.appservices is not None:
             flows.append({"type": LOGIN_APPSERVICE})
         return {"flows": flows}
@@ -299,37 +334,29 @@ class AccountEndpoints:
             if not await self._accounts.check_password(user_id, password):
                 self.rc_login_failed.record(user_id)
                 raise forbidden("Invalid username or password")
+        elif login_type == LOGIN_TOKEN and self.sessions is not None:
+            token = body_str(body, "token")
+            assert token is not None
+            found = await self.sessions.user_for_login_token(token)
+            if found is None:
+                raise forbidden("Invalid or expired login token")
+            user_id = found
+            user = await self._accounts.store.get_user(user_id)
+            if user is None or user.deactivated:
+                raise MatrixError(403, Codes.USER_DEACTIVATED, "This account has been deactivated")
         else:
             raise MatrixError(400, Codes.UNKNOWN, f"Unknown login type {login_type!r}")
 
-        login = await self._accounts.login(
+        result = await self._login(
             user_id,
             body_str(body, "device_id", required=False),
             body_str(body, "initial_device_display_name", required=False),
+            bool(body_bool(body, "refresh_token", required=False, default=False)),
         )
-        # refresh_token: we do not issue refresh tokens, so none is returned and the access
-        # token does not expire (the spec lets servers ignore the request).
-        result: JsonDict = {
-            "user_id": login.user_id,
-            "access_token": login.access_token,
-            "device_id": login.device_id,
-            "home_server": self._config.server_name,
-        }
+        result["home_server"] = self._config.server_name
         if self._config.public_baseurl:
             result["well_known"] = {"m.homeserver": {"base_url": self._config.public_baseurl}}
         return result
-
-    async def on_refresh(self, request: IRequest) -> JsonDict:
-        # We never issue refresh tokens, so every refresh token is unknown: the spec's answer
-        # is 401 M_UNKNOWN_TOKEN, which makes the client log in again.
-        body = parse_json_object(request)
-        body_str(body, "refresh_token")
-        raise MatrixError(
-            401,
-            Codes.UNKNOWN_TOKEN,
-            "Unknown refresh token: this server does not issue refresh tokens",
-            soft_logout=False,
-        )
 
     async def on_logout(self, request: IRequest) -> JsonDict:
         requester = await self._auth.get_requester(request, allow_guest=True)

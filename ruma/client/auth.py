@@ -2,8 +2,8 @@
 
 ``Authenticator.get_requester(request)`` reads the token from ``Authorization: Bearer`` or
 the deprecated ``?access_token=`` and returns a :class:`Requester`, or raises 401
-``M_MISSING_TOKEN`` / ``M_UNKNOWN_TOKEN`` (always with ``soft_logout: false``: we never
-expire tokens, so a client must log in again from scratch).
+``M_MISSING_TOKEN`` / ``M_UNKNOWN_TOKEN`` (with ``soft_logout: false``, except for an
+expired token issued with a refresh token: ``soft_logout: true``, refresh and carry on).
 
 Application services authenticate with their ``as_token`` and may act as any user in their
 namespace through ``?user_id=``; that is answered by an :class:`AppserviceAuth` plugged into
@@ -127,6 +127,11 @@ class Authenticator:
             raise _unknown_token()
         if info.deactivated:
             raise _unknown_token("This account has been deactivated")
+        if info.expires_ts is not None and info.expires_ts <= self._accounts.now_ms():
+            # Refreshable tokens expire; the client refreshes without logging out.
+            raise MatrixError(
+                401, Codes.UNKNOWN_TOKEN, "Access token has expired", soft_logout=True
+            )
         if info.is_guest and not allow_guest:
             raise MatrixError(403, Codes.GUEST_ACCESS_FORBIDDEN, "Guest access not allowed")
 

@@ -54,6 +54,8 @@ class TokenInfo:
     is_guest: bool
     deactivated: bool
     appservice_id: str | None
+    # Milliseconds since the epoch after which the token no longer works (None: never).
+    expires_ts: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,16 +342,22 @@ class AccountStore:
     # -- access tokens -------------------------------------------------------------------
 
     async def add_access_token(
-        self, token_hash: str, user_id: str, device_id: str | None, *, created_ts: int
+        self,
+        token_hash: str,
+        user_id: str,
+        device_id: str | None,
+        *,
+        created_ts: int,
+        expires_ts: int | None = None,
     ) -> int:
         """Store a token's hash; return its id."""
         token_id = secrets.randbits(62)
 
         def txn(t: Txn) -> int:
             t.execute(
-                "INSERT INTO access_tokens (id, token_hash, user_id, device_id, created_ts)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (token_id, token_hash, user_id, device_id, created_ts),
+                "INSERT INTO access_tokens (id, token_hash, user_id, device_id, created_ts,"
+                " expires_ts) VALUES (?, ?, ?, ?, ?, ?)",
+                (token_id, token_hash, user_id, device_id, created_ts, expires_ts),
             )
             return token_id
 
@@ -358,8 +366,8 @@ class AccountStore:
     async def get_token_info(self, token_hash: str) -> TokenInfo | None:
         def txn(t: Txn) -> TokenInfo | None:
             row = t.select_one(
-                "SELECT a.id, a.user_id, a.device_id, u.is_guest, u.deactivated, u.appservice_id"
-                " FROM access_tokens a JOIN users u ON u.user_id = a.user_id"
+                "SELECT a.id, a.user_id, a.device_id, u.is_guest, u.deactivated, u.appservice_id,"
+                " a.expires_ts FROM access_tokens a JOIN users u ON u.user_id = a.user_id"
                 " WHERE a.token_hash = ?",
                 (token_hash,),
             )
@@ -372,6 +380,7 @@ class AccountStore:
                 is_guest=bool(row[3]),
                 deactivated=bool(row[4]),
                 appservice_id=None if row[5] is None else str(row[5]),
+                expires_ts=None if row[6] is None else int(row[6]),
             )
 
         return await self.db.run("get_token_info", txn)

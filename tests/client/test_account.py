@@ -271,9 +271,18 @@ class LoginTests(SynchronousTestCase):
         return self.hs.request("POST", "/login", body)
 
     def test_flows(self) -> None:
-        """GET /login offers password login."""
+        """GET /login offers password login and login tokens (with get_login_token)."""
         self.assertEqual(
-            self.hs.request("GET", "/login"), (200, {"flows": [{"type": "m.login.password"}]})
+            self.hs.request("GET", "/login"),
+            (
+                200,
+                {
+                    "flows": [
+                        {"type": "m.login.password"},
+                        {"type": "m.login.token", "get_login_token": True},
+                    ]
+                },
+            ),
         )
 
     def test_identifier_legacy_and_full_id(self) -> None:
@@ -313,7 +322,7 @@ class LoginTests(SynchronousTestCase):
 
     def test_bad_requests(self) -> None:
         """Unknown login types, 3PIDs, and missing fields are 400s."""
-        code, body = self.login({"type": "m.login.token", "token": "x"})
+        code, body = self.login({"type": "m.login.bogus", "token": "x"})
         self.assertEqual((code, body["errcode"]), (400, "M_UNKNOWN"))
         code, body = self.login(
             {"type": "m.login.password", "identifier": {"type": "m.id.thirdparty", "medium": "email", "address": "a@b"}, "password": "x"}
@@ -655,8 +664,9 @@ class AppserviceHookTests(SynchronousTestCase):
 
 
 class RefreshTests(SynchronousTestCase):
-    def test_refresh_tokens_are_never_known(self) -> None:
-        """We issue no refresh tokens, so /refresh says the token is unknown (401)."""
+    def test_unknown_refresh_tokens(self) -> None:
+        """An unknown refresh token is 401 M_UNKNOWN_TOKEN (tests/client/test_sessions.py
+        covers the ones we issue)."""
         hs = make_homeserver(self)
         code, body = hs.request("POST", "/refresh", {"refresh_token": "x"})
         self.assertEqual((code, body["errcode"], body["soft_logout"]), (401, "M_UNKNOWN_TOKEN", False))
