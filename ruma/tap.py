@@ -56,8 +56,10 @@ from ruma.client.relations import RelationEndpoints
 from ruma.client.rooms import RoomEndpoints
 from ruma.client.router import ClientRouter, write_json
 from ruma.client.search import SearchEndpoints
+from ruma.client.sessions import SessionEndpoints, parse_session_config
 from ruma.client.sync import register_sync_routes
 from ruma.client.versions import DiscoveryEndpoints
+from ruma.client.voip import VoipEndpoints, parse_turn_config
 from ruma.config import ConfigError, HomeserverConfig, ListenerConfig, generate_config, load_config
 from ruma.e2ee.remote import FederationKeyQuerier
 from ruma.e2ee.service import E2EEServices
@@ -87,6 +89,7 @@ from ruma.storage.database import Database, SchemaTooNew
 from ruma.storage.discovery import DiscoveryStore
 from ruma.storage.media import MediaStore
 from ruma.storage.search import SearchStore
+from ruma.storage.sessions import SessionStore
 from ruma.sync.service import SyncServices
 
 log = Logger(namespace="ruma.tap")
@@ -281,6 +284,8 @@ def build_homeserver(
     register_e2ee_routes(client, auth, hs.e2ee, account_endpoints)
     hs.room_federation = wire_from_homeserver(hs)
     hs.media = build_media(hs, reactor, run_in_thread, url_preview_agent)
+    build_sessions(hs, account_endpoints)
+    VoipEndpoints(config=parse_turn_config(config), clock=clock, auth=auth).register_routes(client)
     hs.appservices = build_appservices(
         config,
         reactor=reactor,
@@ -325,6 +330,25 @@ def build_room_extras(hs: Homeserver) -> None:
     DiscoveryRoomEndpoints(
         auth=hs.auth, accounts=hs.accounts, discovery=discovery
     ).register_routes(hs.client)
+
+
+def build_sessions(hs: Homeserver, account_endpoints: AccountEndpoints) -> SessionEndpoints:
+    """Login tokens, refresh tokens, OpenID tokens, auth_metadata (ruma.client.sessions)."""
+    assert hs.federation is not None
+    config = parse_session_config(hs.config)
+    sessions = SessionEndpoints(
+        config=config,
+        server_name=hs.config.server_name,
+        accounts=hs.accounts,
+        auth=hs.auth,
+        account_endpoints=account_endpoints,
+        store=SessionStore(hs.db),
+    )
+    sessions.register_routes(hs.client)
+    sessions.register_federation_routes(hs.federation.router)
+    account_endpoints.sessions = sessions
+    hs.discovery.login_token_enabled = config.login_token_enabled
+    return sessions
 
 
 def build_media(
