@@ -36,6 +36,7 @@ from ruma.errors import Codes, MatrixError, bad_json, forbidden, not_found
 from ruma.federation.event_fetcher import EventFetcher, FetchError
 from ruma.federation.http import FederationError
 from ruma.federation.inbound.errors import PDUError
+from ruma.federation.inbound.validate import guess_event_id
 from ruma.protocol.auth import (
     AuthError,
     check_auth,
@@ -193,23 +194,22 @@ async def persist_outliers(
         return {}
     store = writer.store
     room_id = ordered[0].room_id
-    known = await store.get_room_version(room_id)
+    if not locked:
+        async with writer.room_lock(room_id):
+            return await persist_outliers(
+                writer, ordered, room_version=room_version, locked=True
+            )
     out: dict[str, PersistedEvent] = {}
-    for event in ordered:
-        new_room = None
-        if known is None and event.type == "m.room.create" and event.state_key == "":
-            new_room = NewRoom(room_version, event.sender, False)
-            known = room_version
-        elif known is None:
-            continue  # no create event: nothing of this room can be stored
-        if locked:
-            out[event.event_id] = await writer.persist_event_locked(
-                event, outlier=True, new_room=new_room
-            )
-        else:
-            out[event.event_id] = await writer.persist_event(
-                event, outlier=True, new_room=new_room
-            )
+    if await store.get_room_version(room_id) is None:
+        # The create event makes the room known; it must come first (auth order).
+        create = ordered[0]
+        if create.type != "m.room.create" or create.state_key != "":
+            return out  # no create event: nothing of this room can be stored
+        out[create.event_id] = await writer.persist_event_locked(
+            create, outlier=True, new_room=NewRoom(room_version, create.sender, False)
+        )
+        ordered = ordered[1:]
+    out.update(await writer.persist_outliers_locked(ordered))
     return out
 
 
@@ -493,8 +493,13 @@ class FederationMembership:
         state = await self._fetcher.check_pdus(
             state_pdus, room_version, server, room_id=room_id
         )
+        # Most of the auth chain is the state again: check only what the state lacks.
+        checked = {e.event_id for e in state}
         chain = await self._fetcher.check_pdus(
-            chain_pdus, room_version, server, room_id=room_id
+            [p for p in chain_pdus if guess_event_id(p, room_version) not in checked],
+            room_version,
+            server,
+            room_id=room_id,
         )
         state_map: dict[StateKey, str] = {}
         bag: dict[str, Event] = {}

@@ -19,7 +19,7 @@ serialised by a :class:`~ruma.rooms.linearizer.Linearizer` on the injected clock
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 
@@ -250,6 +250,77 @@ class RoomWriter:
         if rejected is not None:
             self.log.info("rejected {event_id}: {reason}", event_id=event.event_id, reason=rejected)
         return PersistedEvent(event, result.stream_position, rejected, soft_failed)
+
+    async def persist_outliers_locked(self, events: Sequence[Event]) -> dict[str, PersistedEvent]:
+        """Store many outliers of one known room at once: a room's state and auth chain
+        (a remote join, a gap in history), given in auth order (each after the auth events
+        it has among them). Each is checked against its auth events, found in the batch or
+        in storage, exactly as :meth:`persist_event` checks an outlier; all are written in
+        one transaction. Events already held are left as they are. The caller holds the
+        room's lock. (Redactions that arrived before such an event are not applied to it
+        here; they apply when it is served from the timeline.)
+        """
+        by_id = {e.event_id: e for e in events}
+        existing = await self.store.get_event_meta(by_id)
+        todo = [e for eid, e in by_id.items() if eid not in existing]
+        out: dict[str, PersistedEvent] = {
+            eid: PersistedEvent(by_id[eid], m.stream_position, m.rejected_reason,
+                                m.soft_failed, True)
+            for eid, m in existing.items()
+        }
+        if not todo:
+            return out
+        batch_ids = {e.event_id for e in todo}
+        wanted: set[str] = set()
+        for e in todo:
+            wanted.update(e.auth_event_ids)
+            if e.room_version.room_id_from_create_event:
+                wanted.add("$" + e.room_id[1:])
+        wanted -= batch_ids
+        known: dict[str, Event] = dict(await self.store.get_pdus(wanted))
+        rejected = {
+            eid for eid, m in (await self.store.get_event_meta(known)).items()
+            if m.rejected_reason is not None
+        }
+        now_ms = int(self._clock.seconds() * 1000)
+        plans: list[PersistPlan] = []
+        for event in todo:
+            reason: str | None = None
+            try:
+                self._check_auth_events_in(event, known, rejected)
+            except AuthError as e:
+                reason = f"{e.rule}: {e.reason}"
+                rejected.add(event.event_id)
+                self.log.info(
+                    "rejected {event_id}: {reason}", event_id=event.event_id, reason=reason
+                )
+            known[event.event_id] = event
+            plans.append(
+                PersistPlan(event=event, outlier=True, rejected_reason=reason, now_ms=now_ms)
+            )
+            out[event.event_id] = PersistedEvent(event, None, reason)
+        await self.store.persist_many(plans)
+        return out
+
+    @staticmethod
+    def _check_auth_events_in(
+        event: Event, known: Mapping[str, Event], rejected: set[str]
+    ) -> None:
+        """:meth:`_check_against_auth_events` with the events at hand."""
+        for eid in event.auth_event_ids:
+            if eid not in known:
+                raise AuthError("auth_events.missing", f"auth event {eid} is unknown here")
+            if eid in rejected:
+                raise AuthError("auth_events.rejected", f"auth event {eid} was rejected")
+        create = None
+        if event.room_version.room_id_from_create_event and not (
+            event.type == "m.room.create" and event.state_key == ""
+        ):
+            create = known.get("$" + event.room_id[1:])
+            if create is None:
+                raise AuthError("auth_events.no_create", f"no create event for {event.room_id}")
+        auth_map = check_auth_events(event, known, create_event=create)
+        check_auth(event, auth_map)
 
     async def check_local(self, event: Event) -> None:
         """Raise :class:`EventRejected` unless a just-built local ``event`` passes the auth

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ruma.protocol.events import Event, build_event
+from ruma.protocol.events import Event, add_hashes_and_signature, build_event
 from ruma.protocol.room_versions import KNOWN_ROOM_VERSIONS
 from ruma.protocol.signing import generate_signing_key
 from ruma.rooms.builder import NewEvent
@@ -14,12 +14,15 @@ from ruma.storage.events import NewRoom
 from tests.rooms.helpers import RoomsTestMixin
 from tests.storage.engines import PostgresEngine, SQLiteEngine
 
+V12 = KNOWN_ROOM_VERSIONS["12"]
+
 
 class WriterSeamsContract(RoomsTestMixin):
     successResultOf: Any
     assertEqual: Any
     assertIsNone: Any
     assertTrue: Any
+    assertIsNotNone: Any
 
     def remote_event(self, **kw: Any) -> Event:
         key = generate_signing_key("r1")
@@ -59,6 +62,58 @@ class WriterSeamsContract(RoomsTestMixin):
         self.assertIsNone(head.current_state_group)
         served = self.run_sync(self.store.get_event(invite.event_id))
         self.assertEqual(served.event_id, invite.event_id)
+
+    def test_outlier_batch(self) -> None:
+        """A batch of outliers is checked against auth events in the batch and in storage:
+        valid ones are stored, one with an unknown auth event is stored rejected, and so is
+        one that depends on it; known events are left alone."""
+        room = self.create_room(preset="public_chat")
+        state = self.run_sync(self.store.get_current_state_ids(room))
+        auth = self.run_sync(self.store.get_pdus(
+            [state[("m.room.power_levels", "")], state[("m.room.join_rules", "")]]
+        ))
+        head = self.run_sync(self.store.get_room_head(room))
+        prevs = list(self.run_sync(self.store.get_pdus(head.forward_extremities)).values())
+        key = generate_signing_key("r1")
+
+        def member(user: str, auth_events: list[Event], ts: int) -> Event:
+            return build_event(
+                V12, room_id=room, sender=user, type="m.room.member", state_key=user,
+                content={"membership": "join"}, prev_events=prevs, auth_events=auth_events,
+                origin_server_ts=ts, server_name="remote.test", signing_key=key,
+            )
+
+        good = member("@rob:remote.test", list(auth.values()), 1)
+        orphan = build_event(
+            V12, room_id=room, sender="@rob:remote.test", type="m.room.message",
+            content={"body": "x"}, prev_events=prevs, auth_events=[], origin_server_ts=2,
+            server_name="remote.test", signing_key=key,
+        )
+        pdu = orphan.pdu()
+        pdu["auth_events"] = ["$" + "u" * 43]
+        orphan = Event.from_pdu(add_hashes_and_signature(pdu, V12, "remote.test", key), V12)
+        child = build_event(
+            V12, room_id=room, sender="@rob:remote.test", type="m.room.message",
+            content={"body": "y"}, prev_events=prevs, auth_events=[orphan, good],
+            origin_server_ts=3, server_name="remote.test", signing_key=key,
+        )
+        existing = prevs[0]
+
+        async def go() -> Any:
+            async with self.rooms.writer.room_lock(room):
+                return await self.rooms.writer.persist_outliers_locked(
+                    [good, orphan, child, existing]
+                )
+
+        out = self.run_sync(go())
+        self.assertIsNone(out[good.event_id].rejected_reason)
+        self.assertTrue(out[orphan.event_id].rejected_reason.startswith("auth_events.missing"))
+        self.assertTrue(out[child.event_id].rejected_reason.startswith("auth_events.rejected"))
+        self.assertTrue(out[existing.event_id].already_known)
+        meta = self.run_sync(self.store.get_event_meta([good.event_id, child.event_id]))
+        self.assertTrue(meta[good.event_id].outlier)
+        self.assertIsNone(meta[good.event_id].stream_position)
+        self.assertIsNotNone(meta[child.event_id].rejected_reason)
 
     def test_outlier_joins_timeline(self) -> None:
         """An event first stored as an outlier gets a stream position and state when it is
