@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/client.py                      # starts a Ruma (SQLite) itself
     .venv/bin/python benchmarks/client.py --url http://127.0.0.1:8008   # a running server
     .venv/bin/python benchmarks/client.py --compare-synapse --runs 3    # Ruma and Synapse
+    .venv/bin/python benchmarks/client.py --compare-ref HEAD~20         # now and then
 
 Workloads, all in one room on a server with open registration (the benchmark registers its
 own users through ``/register``, so the server must allow it, as the test config does):
@@ -28,6 +29,7 @@ import json
 import os
 import secrets
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -356,6 +358,17 @@ async def main(reactor: IReactorTime, args: argparse.Namespace) -> None:
                     log(f"ruma did not start:\n{e}")
             else:
                 results["ruma"] = why
+        for ref in args.compare_ref:
+            label = f"ruma@{ref}"
+            try:
+                tree = export_commit(ref, work / f"src-{len(targets)}")
+                old = RumaProcess(work / f"ruma-{len(targets)}", source_tree=tree)
+                old.start()
+                started.append(old)
+                targets.append((label, old.base_url, old))
+            except Exception as e:  # noqa: BLE001 - reported in the table
+                results[label] = f"did not start: {e}".splitlines()[0]
+                log(f"{label} did not start:\n{e}")
         if args.compare_synapse:
             ok, why = synapse_available()
             if ok:
@@ -367,7 +380,8 @@ async def main(reactor: IReactorTime, args: argparse.Namespace) -> None:
                 results["synapse"] = why
         results.update(await measure_servers(reactor, targets, args))
         # Keep the table's column order stable: ruma first.
-        order = [n for n in ("ruma", args.name, "synapse") if n in results]
+        refs = [f"ruma@{ref}" for ref in args.compare_ref]
+        order = [n for n in ("ruma", args.name, *refs, "synapse") if n in results]
         report({n: results[n] for n in dict.fromkeys(order)}, args)
     finally:
         for server in started:
@@ -375,11 +389,33 @@ async def main(reactor: IReactorTime, args: argparse.Namespace) -> None:
         log(f"server logs kept in {work}")
 
 
+def export_commit(ref: str, directory: Path) -> Path:
+    """Ruma's code (``ruma/`` and ``twisted/``) as of ``ref``, exported with ``git archive``."""
+    directory.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "archive", "--format=tar", ref, "ruma", "twisted"],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    subprocess.run(
+        ["tar", "-x", "-C", str(directory)], input=archive.stdout, check=True, timeout=60
+    )
+    return directory
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", help="a running server (default: start a Ruma here)")
     parser.add_argument("--name", default="server", help="label for --url in the table")
     parser.add_argument("--compare-synapse", action="store_true")
+    parser.add_argument(
+        "--compare-ref",
+        action="append",
+        default=[],
+        metavar="COMMIT",
+        help="also run Ruma's code as of this git commit (repeatable), to find regressions",
+    )
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--latency-samples", type=int, default=50)

@@ -369,11 +369,21 @@ class RumaProcess(ServerProcess):
     name: str = "ruma"
     server_name: str = ""
     config_overrides: Mapping[str, Any] = field(default_factory=dict)
+    #: Run Ruma's code from this source tree (e.g. an exported older commit) instead of
+    #: the installed one: it goes first on the children's PYTHONPATH.
+    source_tree: Path | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.server_name:
             self.server_name = f"localhost:{self.port}"
+
+    def child_env(self) -> dict[str, str]:
+        env = super().child_env()
+        if self.source_tree is not None:
+            rest = env.get("PYTHONPATH")
+            env["PYTHONPATH"] = str(self.source_tree) + (os.pathsep + rest if rest else "")
+        return env
 
     @property
     def config_path(self) -> Path:
