@@ -24,7 +24,6 @@ DM rooms and relayed messages are stored (:mod:`.store`) and restored on restart
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -254,7 +253,7 @@ class NetworkBridge:
         bot = self.bridge.handle.bot
         if room_id is None:
             alias = self.net.alias(channel)
-            localpart = alias[1:].rpartition(":")[0]
+            localpart = alias[1:].partition(":")[0]
             existing = await self.bridge.rooms.rooms.get_alias(alias)
             if existing is not None:
                 room_id = existing.room_id
@@ -265,7 +264,9 @@ class NetworkBridge:
                     room_alias_name=localpart,
                     name=channel,
                     creation_content={"m.federate": True},
-                    power_level_content_override={"users_default": 0},
+                    # The IRC server decides who may set the topic (+t): let everyone try.
+                    power_level_content_override={"users_default": 0,
+                                                  "events": {"m.room.topic": 0}},
                 ))
         else:
             try:
@@ -335,8 +336,13 @@ class NetworkBridge:
 
     def _on_irc_event(self, conn: ConnectionCore, event: IrcEvent) -> None:
         self._events.append((conn, event))
-        if self._draining is None:
-            self._draining = Deferred.fromCoroutine(self._drain())
+        self._kick_drain()
+
+    def _kick_drain(self) -> None:
+        if self._draining is None and self._events:
+            d = Deferred.fromCoroutine(self._drain())
+            if not d.called:  # a drain that finished at once has already cleared itself
+                self._draining = d
 
     async def _drain(self) -> None:
         try:
@@ -499,8 +505,7 @@ class NetworkBridge:
     def _netsplit_expired(self, nick: str, channels: list[str]) -> None:
         for ch in channels:
             self._events.append((self.bot, Parted(ch, _source(nick), "Netsplit")))
-        if self._draining is None and self._events:
-            self._draining = Deferred.fromCoroutine(self._drain())
+        self._kick_drain()
 
     async def _kicked(self, event: Kicked) -> None:
         key = irc_key(event.channel)
@@ -781,6 +786,18 @@ class NetworkBridge:
             puppet.conn.m.send(f"MODE {portal.channel} +b {nick}!*@*")
         puppet.conn.m.send(f"KICK {portal.channel} {nick} :{reason or 'Kicked from Matrix'}")
 
+    async def matrix_renamed(self, user_id: str, displayname: str) -> None:
+        """A new display name: a new nick, unless the user chose one with ``!nick``."""
+        puppet = self.puppets.get(user_id)
+        if puppet is None or puppet.wanted_nick is not None:
+            return
+        localpart = user_id[1:].partition(":")[0]
+        nick = nick_from_displayname(displayname, localpart, self.net.nick_template,
+                                     self.net.max_nick_length)
+        if irc_key(nick) != irc_key(puppet.nick):
+            self._touch(puppet)
+            puppet.conn.m.send(f"NICK {nick}")
+
     async def set_topic_from_matrix(self, user_id: str, portal: Portal, topic: str) -> None:
         puppet = self.puppets.get(user_id)
         if puppet is None:
@@ -1001,6 +1018,10 @@ class IrcBridge:
             if prev_membership != "join":
                 await net.ensure_puppet(target, portal,
                                         displayname=content.get("displayname"))
+            elif isinstance(content.get("displayname"), str) and content.get(
+                "displayname"
+            ) != prev.get("displayname"):
+                await net.matrix_renamed(target, content["displayname"])
         elif membership in ("leave", "ban") and prev_membership == "join" or (
             membership == "ban"
         ):
@@ -1028,5 +1049,3 @@ class IrcBridge:
     async def admin_notice(self, user_id: str, text: str) -> None:
         await self.admin.notice(user_id, text)
 
-
-_ = time  # (kept for callers formatting timestamps)
