@@ -349,7 +349,7 @@ def html_to_irc(formatted_body: str) -> str:
     parser.feed(formatted_body)
     parser.close()
     text = "".join(parser.out)
-    lines = [line.rstrip() for line in text.split("\n")]
+    lines = [line.rstrip(" \t") for line in text.split("\n")]
     while lines and not strip_irc_formatting(lines[-1]).strip():
         lines.pop()
     while lines and not strip_irc_formatting(lines[0]).strip():
