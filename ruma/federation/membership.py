@@ -48,6 +48,7 @@ from ruma.protocol.events import (
     Event,
     StateKey,
     add_hashes_and_signature,
+    auth_types_for_event,
     build_event,
     check_content_hash,
 )
@@ -726,8 +727,6 @@ class ResidentMembership:
 
     async def _auth_state(self, event: Event) -> dict[StateKey, Event]:
         """The current state's events that authorise ``event``."""
-        from ruma.protocol.events import auth_types_for_event
-
         keys = set(
             auth_types_for_event(
                 event.room_version, event.type, event.sender, event.state_key, event.content

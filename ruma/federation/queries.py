@@ -245,6 +245,15 @@ class QueryServer:
         jr = state.get("m.room.join_rules")
         rule = jr.content.get("join_rule") if jr is not None else None
         out["join_rule"] = rule if isinstance(rule, str) else "invite"
+        if jr is not None and rule in ("restricted", "knock_restricted"):
+            # For the asking server to judge whether its users may join (hierarchy).
+            out["allowed_room_ids"] = [
+                a["room_id"]
+                for a in jr.content.get("allow") or ()
+                if isinstance(a, Mapping)
+                and a.get("type") == "m.room_membership"
+                and isinstance(a.get("room_id"), str)
+            ]
         create = state.get("m.room.create")
         if create is not None:
             rtype = create.content.get("type")
@@ -264,6 +273,7 @@ class QueryServer:
             if summary is None:
                 continue
             summary.pop("room_version", None)
+            summary.pop("allowed_room_ids", None)
             if search:
                 text = " ".join(
                     str(summary.get(k, "")) for k in ("name", "topic", "canonical_alias")
