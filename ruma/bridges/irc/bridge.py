@@ -997,6 +997,8 @@ class IrcBridge:
     ) -> None:
         target = str(event.get("state_key", ""))
         membership = content.get("membership")
+        if membership != "join":
+            self.joined_cache.discard((target, room_id))
         unsigned = event.get("unsigned") or {}
         prev = (unsigned.get("prev_content") or {}) if isinstance(unsigned, Mapping) else {}
         prev_membership = prev.get("membership") if isinstance(prev, Mapping) else None
@@ -1004,16 +1006,16 @@ class IrcBridge:
             if membership == "invite" and self.portal(room_id) is None:
                 await self.admin.invited(sender, room_id, bool(content.get("is_direct")))
             return
-        if self.owns_virtual(target):
-            if membership == "invite" and self.is_real_matrix_user(sender) and (
-                self.portal(room_id) is None
-            ):
+        if self.owns_virtual(target) and membership == "invite":
+            if self.is_real_matrix_user(sender) and self.portal(room_id) is None:
                 await self._dm_invite(sender, target, room_id)
             return
         found = self.portal(room_id)
         if found is None:
             return
         net, portal = found
+        if self.owns_virtual(target) and sender == target:
+            return  # our own virtual users' comings and goings come from IRC
         if membership == "join" and sender == target:
             if prev_membership != "join":
                 await net.ensure_puppet(target, portal,
