@@ -248,6 +248,8 @@ class GapFiller:
             more = await self._fetcher.get_events(origin, version, missing - got, room_id=room_id)
             fetched.extend(more.values())
         known = await self.persist_outliers([*fetched, prev])
+        # State events we held before this fetch count too (not only those just stored).
+        known |= await self._store.have_events(set(ids.pdu_ids) - known)
         state_ids = [i for i in ids.pdu_ids if i in known]
         pdus = await self._store.get_pdus(state_ids)
         meta = await self._store.get_event_meta(state_ids)
