@@ -37,6 +37,8 @@ from zope.interface import implementer
 
 from ruma.federation.discovery import ResolvedServer, ServerResolver
 from ruma.federation.xmatrix import sign_request
+from ruma.protocol.errors import InvalidIdentifier
+from ruma.protocol.ids import ServerName
 from ruma.protocol.signing import SigningKey
 
 SCHEME = "matrix-federation"
@@ -267,6 +269,7 @@ class FederationClient:
         timeout: float | None = None,
     ) -> Any:
         """Send a request and return the decoded JSON answer; raise ``FederationError``."""
+        _check_destination(destination)
         uri = quote(path, safe="/:@!$&'()*+,;=-._~%")
         if query:
             uri += "?" + urlencode(query, doseq=True)
@@ -316,6 +319,7 @@ class FederationClient:
         """A body-less request whose answer is not JSON (media): ``(status, headers, body)``
         whatever the status; ``FederationError`` only when no answer came back (or it is
         larger than ``max_bytes``)."""
+        _check_destination(destination)
         uri = quote(path, safe="/:@!$&'()*+,;=-._~%")
         if query:
             uri += "?" + urlencode(query, doseq=True)
@@ -351,6 +355,15 @@ class FederationClient:
 
     async def post_json(self, destination: str, path: str, body: Any, **kw: Any) -> Any:
         return await self.request("POST", destination, path, body=body, **kw)
+
+
+def _check_destination(destination: str) -> None:
+    """A destination that is no server name (say, from a client's query string) is a
+    ``FederationError`` like an unreachable one, not an encoding error deep below."""
+    try:
+        ServerName.parse(destination)
+    except InvalidIdentifier:
+        raise FederationError(destination, "not a valid server name") from None
 
 
 async def _read_limited(response: IResponse) -> bytes:
