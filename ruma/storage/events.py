@@ -396,17 +396,6 @@ class EventStore:
 
         return await self._db.run("get_backward_extremities", txn_fn)
 
-    async def get_min_stream_position(self, room_id: str) -> int | None:
-        """The lowest timeline position of the room (backfilled history is negative)."""
-
-        def txn_fn(txn: Txn) -> int | None:
-            row = txn.select_one(
-                "SELECT MIN(stream_position) FROM events WHERE room_id = ?", (room_id,)
-            )
-            return int(row[0]) if row and row[0] is not None else None
-
-        return await self._db.run("get_min_stream_position", txn_fn)
-
     async def get_txn_event(self, key: TxnIdKey) -> str | None:
         """The event an earlier request with this transaction ID produced, if any."""
 
