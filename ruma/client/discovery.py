@@ -208,6 +208,8 @@ class DiscoveryRoomEndpoints:
         ts = query_int(request, "ts")
         if ts is None:
             raise missing_param("Missing query parameter 'ts'")
+        if not 0 <= ts < 2**63:
+            raise invalid_param("ts must be a timestamp in milliseconds")
         direction = query_str(request, "dir")
         if direction is None:
             raise missing_param("Missing query parameter 'dir'")

@@ -1,7 +1,7 @@
 """Asking other servers about their rooms for clients: ``publicRooms`` and ``hierarchy``.
 
 Implements :class:`ruma.rooms.discovery.RemoteDiscovery`. A remote failure becomes our own
-error (502, or 404 for an unknown room), never the remote's error body.
+404, never the remote's error body.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 from twisted.logger import Logger
 
-from ruma.errors import Codes, MatrixError
+from ruma.errors import not_found
 from ruma.federation.http import FederationError
 
 __all__ = ["FederationRoomDirectory"]
@@ -46,9 +46,10 @@ class FederationRoomDirectory:
             answer = await self._client.post_json(server, f"{FED_V1}/publicRooms", body)
         except FederationError as e:
             self.log.info("publicRooms from {server} failed: {e}", server=server, e=e)
-            raise MatrixError(502, Codes.UNKNOWN, f"Could not get {server}'s public rooms") from e
+            # Like an unreachable alias server: our own 404, never the remote's error.
+            raise not_found(f"Could not get the public rooms of {server}") from e
         if not isinstance(answer, dict):
-            raise MatrixError(502, Codes.UNKNOWN, f"{server} gave an invalid public rooms list")
+            raise not_found(f"{server} gave no usable public rooms list")
         return answer
 
     async def hierarchy(

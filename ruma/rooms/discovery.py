@@ -171,7 +171,7 @@ class DiscoveryHandler:
     async def public_rooms(self, query: PublicRoomsQuery) -> dict[str, Any]:
         if query.limit is not None and query.limit < 0:
             raise invalid_param("limit must not be negative")
-        if query.server is not None and query.server != self.server_name:
+        if query.server and query.server != self.server_name:
             return await self._remote_public_rooms(query)
         start = _offset(query.since, "since")
         chunk: list[dict[str, Any]] = []

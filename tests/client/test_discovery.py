@@ -127,7 +127,7 @@ class PublicRoomsTests(DiscoveryCase):
 class RemotePublicRoomsTests(SynchronousTestCase):
     def test_server_param_asks_the_other_server(self) -> None:
         """?server= another server asks it over federation (publicRooms) and returns its
-        list; an unreachable server is our own 502."""
+        list; an unreachable server is our own 404, a malformed name too."""
         fed = Federation(self)
         _, ta = fed["a.test"].register("alice")
         _, tb = fed["b.test"].register("bob")
@@ -141,7 +141,9 @@ class RemotePublicRoomsTests(SynchronousTestCase):
         self.assertEqual(out["chunk"], [])
         fed.agent.down.add("b.test")
         status, body = fed.request("a.test", "GET", "/publicRooms?server=b.test", None, ta)
-        self.assertEqual((status, body["errcode"]), (502, "M_UNKNOWN"))
+        self.assertEqual((status, body["errcode"]), (404, "M_NOT_FOUND"))
+        status, body = fed.request("a.test", "GET", "/publicRooms?server=%C3%A9x", None, ta)
+        self.assertEqual((status, body["errcode"]), (404, "M_NOT_FOUND"))
 
 
 class UserDirectoryTests(DiscoveryCase):
@@ -300,5 +302,6 @@ class TimestampToEventTests(DiscoveryCase):
         self.assertEqual(out["event_id"], first)
         self.err(404, "M_NOT_FOUND", "GET", f"{path}?ts={t2 + 10}&dir=f", None, self.ta)
         self.err(400, "M_INVALID_PARAM", "GET", f"{path}?ts=1&dir=x", None, self.ta)
+        self.err(400, "M_INVALID_PARAM", "GET", f"{path}?ts={2**70}&dir=f", None, self.ta)
         self.err(400, "M_MISSING_PARAM", "GET", f"{path}?dir=f", None, self.ta)
         self.err(403, "M_FORBIDDEN", "GET", f"{path}?ts=1&dir=f", None, self.tc)
