@@ -91,6 +91,7 @@ class PushEvaluator(DurableSubscriber):
         thread_id = thread_of(as_dict)
         now = int(self._clock.seconds() * 1000)
         out: list[PushAction] = []
+        rulesets = await self._rules.get_rulesets(users)
         for user_id in sorted(users):
             member_id = ids.get(("m.room.member", user_id))
             member = state.get(member_id) if member_id is not None else None
@@ -102,7 +103,7 @@ class PushEvaluator(DurableSubscriber):
                 sender_power_level=sender_level,
                 notification_levels=levels,
             )
-            outcome = evaluate(await self._rules.get_ruleset(user_id), as_dict, ctx)
+            outcome = evaluate(rulesets[user_id], as_dict, ctx)
             if outcome is None or not outcome.notify:
                 continue
             out.append(

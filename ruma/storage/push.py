@@ -18,6 +18,7 @@ from ruma.storage.database import Database, Txn
 PUSH_ACTIONS_STREAM = "push_actions"
 _READ_TYPES = ("m.read", "m.read.private")
 _UNTHREADED = ""
+RULES_CACHE_SIZE = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,42 +111,89 @@ _LIVE = "(p.access_token_id IS NULL OR EXISTS (SELECT 1 FROM access_tokens a WHE
 class PushStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        # user_id -> (rules, settings): the rules rarely change and every event reads them.
+        self._rules_cache: dict[str, tuple[tuple[UserRule, ...], tuple[RuleSetting, ...]]] = {}
+        self._rules_generation = 0
+        # Users that have (or may have) pushers: a superset, loaded once, grown by add_pusher.
+        # Most users have none, so the pusher pool's look-up after each notification is free.
+        self._pusher_users: set[str] | None = None
+        self._pusher_users_added: set[str] = set()
 
     # -- rules -------------------------------------------------------------------------
 
     async def get_rules(self, user_id: str) -> tuple[list[UserRule], list[RuleSetting]]:
-        def txn_fn(txn: Txn) -> tuple[list[UserRule], list[RuleSetting]]:
-            rules = [
-                UserRule(
-                    kind=r[0],
-                    rule_id=r[1],
-                    priority=int(r[2]),
-                    conditions=None if r[3] is None else json.loads(r[3]),
-                    pattern=r[4],
-                    actions=json.loads(r[5]),
-                )
-                for r in txn.select(
-                    "SELECT kind, rule_id, priority, conditions, pattern, actions FROM push_rules"
-                    " WHERE user_id = ?",
-                    (user_id,),
-                )
-            ]
-            settings = [
-                RuleSetting(
-                    kind=r[0],
-                    rule_id=r[1],
-                    enabled=None if r[2] is None else bool(r[2]),
-                    actions=None if r[3] is None else json.loads(r[3]),
-                )
-                for r in txn.select(
-                    "SELECT kind, rule_id, enabled, actions FROM push_rule_settings"
-                    " WHERE user_id = ?",
-                    (user_id,),
-                )
-            ]
-            return rules, settings
+        return (await self.get_rules_for_users([user_id]))[user_id]
 
-        return await self._db.run("get_push_rules", txn_fn)
+    async def get_rules_for_users(
+        self, user_ids: Iterable[str]
+    ) -> dict[str, tuple[list[UserRule], list[RuleSetting]]]:
+        """Each user's own rules and default-rule settings, from the cache or in ONE read.
+
+        The cache is dropped per user by every rule write below (after it commits); a read
+        that overlapped a write does not fill it.
+        """
+        wanted = list(dict.fromkeys(user_ids))
+        out: dict[str, tuple[list[UserRule], list[RuleSetting]]] = {}
+        missing: list[str] = []
+        for u in wanted:
+            cached = self._rules_cache.get(u)
+            if cached is not None:
+                out[u] = (list(cached[0]), list(cached[1]))
+            else:
+                missing.append(u)
+        if not missing:
+            return out
+        generation = self._rules_generation
+
+        def txn_fn(txn: Txn) -> dict[str, tuple[list[UserRule], list[RuleSetting]]]:
+            found: dict[str, tuple[list[UserRule], list[RuleSetting]]] = {
+                u: ([], []) for u in missing
+            }
+            for i in range(0, len(missing), 500):
+                chunk = missing[i : i + 500]
+                marks = ",".join("?" for _ in chunk)
+                for r in txn.select(
+                    "SELECT user_id, kind, rule_id, priority, conditions, pattern, actions"
+                    f" FROM push_rules WHERE user_id IN ({marks})",
+                    chunk,
+                ):
+                    found[r[0]][0].append(
+                        UserRule(
+                            kind=r[1],
+                            rule_id=r[2],
+                            priority=int(r[3]),
+                            conditions=None if r[4] is None else json.loads(r[4]),
+                            pattern=r[5],
+                            actions=json.loads(r[6]),
+                        )
+                    )
+                for r in txn.select(
+                    "SELECT user_id, kind, rule_id, enabled, actions FROM push_rule_settings"
+                    f" WHERE user_id IN ({marks})",
+                    chunk,
+                ):
+                    found[r[0]][1].append(
+                        RuleSetting(
+                            kind=r[1],
+                            rule_id=r[2],
+                            enabled=None if r[3] is None else bool(r[3]),
+                            actions=None if r[4] is None else json.loads(r[4]),
+                        )
+                    )
+            return found
+
+        loaded = await self._db.run("get_push_rules", txn_fn)
+        if generation == self._rules_generation:
+            if len(self._rules_cache) + len(loaded) > RULES_CACHE_SIZE:
+                self._rules_cache.clear()
+            for u, (rules, settings) in loaded.items():
+                self._rules_cache[u] = (tuple(rules), tuple(settings))
+        out.update(loaded)
+        return out
+
+    def _rules_changed(self, user_id: str) -> None:
+        self._rules_generation += 1
+        self._rules_cache.pop(user_id, None)
 
     async def put_rule(
         self,
@@ -212,7 +260,10 @@ class PushStore:
                 [(n - i, user_id, kind, rid) for i, rid in enumerate(order)],
             )
 
-        await self._db.run("put_push_rule", txn_fn)
+        try:
+            await self._db.run("put_push_rule", txn_fn)
+        finally:
+            self._rules_changed(user_id)
 
     async def delete_rule(self, user_id: str, kind: str, rule_id: str) -> bool:
         def txn_fn(txn: Txn) -> bool:
@@ -227,10 +278,18 @@ class PushStore:
             )
             return deleted
 
-        return await self._db.run("delete_push_rule", txn_fn)
+        try:
+            return await self._db.run("delete_push_rule", txn_fn)
+        finally:
+            self._rules_changed(user_id)
 
     async def set_rule_enabled(self, user_id: str, kind: str, rule_id: str, enabled: bool) -> None:
-        await self._db.run("set_push_rule_enabled", self._setting_txn, user_id, kind, rule_id, "enabled", enabled)
+        try:
+            await self._db.run(
+                "set_push_rule_enabled", self._setting_txn, user_id, kind, rule_id, "enabled", enabled
+            )
+        finally:
+            self._rules_changed(user_id)
 
     async def set_user_rule_actions(
         self, user_id: str, kind: str, rule_id: str, actions: list[Any]
@@ -241,20 +300,26 @@ class PushStore:
                 (json.dumps(actions), user_id, kind, rule_id),
             )
 
-        await self._db.run("set_push_rule_actions", txn_fn)
+        try:
+            await self._db.run("set_push_rule_actions", txn_fn)
+        finally:
+            self._rules_changed(user_id)
 
     async def set_default_rule_actions(
         self, user_id: str, kind: str, rule_id: str, actions: list[Any]
     ) -> None:
-        await self._db.run(
-            "set_default_push_rule_actions",
-            self._setting_txn,
-            user_id,
-            kind,
-            rule_id,
-            "actions",
-            json.dumps(actions),
-        )
+        try:
+            await self._db.run(
+                "set_default_push_rule_actions",
+                self._setting_txn,
+                user_id,
+                kind,
+                rule_id,
+                "actions",
+                json.dumps(actions),
+            )
+        finally:
+            self._rules_changed(user_id)
 
     @staticmethod
     def _setting_txn(txn: Txn, user_id: str, kind: str, rule_id: str, column: str, value: Any) -> None:
@@ -431,6 +496,10 @@ class PushStore:
         """Create or update a pusher; unless ``append``, other users' pushers with the same
         app ID and pushkey are deleted (the spec's ``append: false``)."""
 
+        self._pusher_users_added.add(pusher.user_id)
+        if self._pusher_users is not None:
+            self._pusher_users.add(pusher.user_id)
+
         def txn_fn(txn: Txn) -> None:
             if not append:
                 txn.execute(
@@ -482,6 +551,15 @@ class PushStore:
 
     async def get_pushers(self, user_id: str | None = None) -> list[Pusher]:
         """Live pushers (of one user, or all); pushers of revoked tokens are removed."""
+        if user_id is not None:
+            if self._pusher_users is None:
+                loaded = await self._db.run(
+                    "get_pusher_users",
+                    lambda txn: {str(r[0]) for r in txn.select("SELECT DISTINCT user_id FROM pushers")},
+                )
+                self._pusher_users = loaded | self._pusher_users_added
+            if user_id not in self._pusher_users:
+                return []
 
         def txn_fn(txn: Txn) -> list[Pusher]:
             where = "" if user_id is None else " AND p.user_id = ?"
