@@ -458,16 +458,24 @@ class SyncHandler:
             if not batch:
                 break
             wanted = [(p, e) for p, e in batch if flt.matches(_filter_view(e))]
-            visible = {
-                e.event_id
-                for e in await filter_events_for_user(self._events, user_id, [e for _, e in wanted])
-            }
-            for pos, ev in wanted:
-                if ev.event_id in visible:
-                    if len(picked) == limit:
-                        limited = True
-                        break
-                    picked.append((pos, ev))
+            i = 0
+            while i < len(wanted) and not limited:
+                # Judge visibility only for as many events as can still be used (one more
+                # tells 'limited'): each state group judged costs database reads.
+                chunk = wanted[i : i + limit - len(picked) + 1]
+                i += len(chunk)
+                visible = {
+                    e.event_id
+                    for e in await filter_events_for_user(
+                        self._events, user_id, [e for _, e in chunk]
+                    )
+                }
+                for pos, ev in chunk:
+                    if ev.event_id in visible:
+                        if len(picked) == limit:
+                            limited = True
+                            break
+                        picked.append((pos, ev))
             if limited or len(batch) < page:
                 break
             cursor = batch[-1][0] - 1
