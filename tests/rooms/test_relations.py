@@ -7,7 +7,6 @@ from typing import Any
 
 from ruma.rooms.creation import CreateRoomRequest
 from ruma.storage.relations import RelationStore
-
 from tests.rooms.helpers import RoomsTestMixin
 from tests.storage.engines import PostgresEngine, SQLiteEngine
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 from ruma.rooms.reading import EventFilter
 from ruma.search.handler import SearchHandler, SearchQuery
 from ruma.storage.search import SearchStore, search_words
-
 from tests.rooms.helpers import RoomsTestMixin
 from tests.storage.engines import PostgresEngine, SQLiteEngine
 
