@@ -182,6 +182,7 @@ class NetworkBridge:
         self.puppet_nicks: dict[str, str] = {}  # nick key -> matrix user id
         self.virtual_by_nick: dict[str, str] = {}  # nick key -> virtual user id
         self.virtual_nick: dict[str, str] = {}  # virtual user id -> nick
+        self._saved_virtual: dict[str, str] = {}  # what the store already holds
         self.netsplits = NetsplitDebouncer(self.clock, bridge.config.netsplit_window,
                                            self._netsplit_expired)
         self._events: deque[tuple[ConnectionCore, IrcEvent]] = deque()
@@ -318,8 +319,10 @@ class NetworkBridge:
     async def _virtual(self, nick: str) -> Intent:
         user_id = self.virtual_user_for(nick)
         intent = self.bridge.handle.intent(user_id)
-        await intent.ensure_registered(displayname=nick)
-        await self.bridge.store.set_virtual_user(user_id, self.net.name, nick)
+        if self._saved_virtual.get(user_id) != nick:
+            await intent.ensure_registered(displayname=nick)
+            await self.bridge.store.set_virtual_user(user_id, self.net.name, nick)
+            self._saved_virtual[user_id] = nick
         return intent
 
     async def _ensure_in_room(self, nick: str, room_id: str) -> Intent:
@@ -563,6 +566,7 @@ class NetworkBridge:
         intent = self.bridge.handle.intent(user_id)
         await intent.ensure_registered(displayname=event.new)
         await self.bridge.store.set_virtual_user(user_id, self.net.name, event.new)
+        self._saved_virtual[user_id] = event.new
         await intent.set_displayname(event.new)
 
     async def _topic(self, event: Topic) -> None:
