@@ -346,9 +346,10 @@ class IrcBridgeInteropTests(TestCase):
                  and "#ruma" in line,
                  "alice's part")
 
-    def test_dynamic_portal_and_admin_room(self) -> None:
+    def test_dynamic_portal_dm_and_admin_room(self) -> None:
         """Joining an unknown alias of the template creates the portal and joins the
-        channel; the admin room answers !help, !names and !whois."""
+        channel; a Latin-1 line arrives decoded; a private message opens a DM room and the
+        answer goes back in private; the admin room answers !names and !whois."""
         ruma = start_ruma_with_bridge(self, self.ircd.port)
         server = ruma.server_name
         erin = self.irc_user("erin")
@@ -359,8 +360,29 @@ class IrcBridgeInteropTests(TestCase):
                             {})
         room_id = answer["room_id"]
         wait_in_channel(erin, "RumaBridge", "#fresh")
-        alice.wait(lambda: member_event(alice, room_id, f"@irc_test_erin:{server}", "join"),
+        erin_mx = f"@irc_test_erin:{server}"
+        alice.wait(lambda: member_event(alice, room_id, erin_mx, "join"),
                    "erin in the new portal")
+        # A Latin-1 line from an old client arrives decoded (the bridge stays connected).
+        erin.sock.sendall(b"PRIVMSG #fresh :caf\xe9 cr\xe8me\r\n")
+        alice.wait(lambda: alice.find(room_id, erin_mx, "café crème"), "the Latin-1 line")
+        # A private message to alice's puppet opens a DM room she is invited to.
+        wait_in_channel(erin, "alice[m]", "#fresh")
+        erin.send("PRIVMSG alice[m] :psst, alice")
+        dm = alice.wait_invite(set(alice.invites), "the DM invite")
+        alice.join(dm)
+
+        def dm_history() -> list[Any]:
+            answer = alice.call("GET", f"/rooms/{urllib.parse.quote(dm)}/messages?dir=b"
+                                "&limit=50")
+            return [e for e in answer["chunk"] if e.get("type") == "m.room.message"
+                    and e.get("sender") == erin_mx]
+
+        alice.wait(lambda: any("psst, alice" in e["content"]["body"] for e in dm_history()),
+                   "the private message")
+        alice.send(dm, "hi erin")
+        irc_wait(erin, lambda line: line.startswith(":alice[m]!")
+                 and line.endswith("PRIVMSG erin :hi erin"), "the answer in private")
         # The admin room.
         created = alice.call("POST", "/createRoom", {"invite": [f"@ircbot:{server}"],
                                                      "is_direct": True})
