@@ -97,8 +97,9 @@ class LocalEventSender:
                 result = check(head)
                 if hasattr(result, "__await__"):
                     await result
-            event = await self.build(head, new)
-            return await self._persist(event, txn_id=txn_id)
+            event, state = await self._build_on(head, new)
+            # The state before the event and the head are what the writer would read again.
+            return await self._persist(event, txn_id=txn_id, state_before=state, head=head)
 
     async def _persist(
         self,
@@ -106,10 +107,17 @@ class LocalEventSender:
         *,
         txn_id: TxnIdKey | None = None,
         new_room: NewRoom | None = None,
+        state_before: StateAt | None = None,
+        head: RoomHead | None = None,
     ) -> PersistedEvent:
         try:
             persisted = await self.writer.persist_event_locked(
-                event, local=True, txn_id=txn_id, new_room=new_room
+                event,
+                local=True,
+                txn_id=txn_id,
+                new_room=new_room,
+                state_before=state_before,
+                known_head=head,
             )
         except EventRejected as e:
             raise forbidden(e.reason) from e
@@ -125,6 +133,11 @@ class LocalEventSender:
 
     async def build(self, head: RoomHead, new: NewEvent) -> Event:
         """Sign a new event on top of ``head`` (its state is the state before)."""
+        event, _ = await self._build_on(head, new)
+        return event
+
+    async def _build_on(self, head: RoomHead, new: NewEvent) -> tuple[Event, StateAt]:
+        """:meth:`build`, also returning the state before the event (after its prevs)."""
         room_version = head.room_version
         prev_ids = sorted(head.forward_extremities)
         prev_events = await self.store.get_pdus(prev_ids)
@@ -141,7 +154,7 @@ class LocalEventSender:
         )
         auth_ids = await self._state_keys(state, wanted)
         auth_events = await self.store.get_pdus(auth_ids.values())
-        return self._build(
+        event = self._build(
             room_version,
             room_id=head.room_id,
             new=new,
@@ -149,6 +162,7 @@ class LocalEventSender:
             auth_events=[auth_events[i] for i in sorted(auth_ids.values()) if i in auth_events],
             origin_server_ts=new.origin_server_ts,
         )
+        return event, state
 
     async def _state_keys(self, state: StateAt, keys: set[StateKey]) -> dict[StateKey, str]:
         out: dict[StateKey, str] = {}

@@ -149,12 +149,14 @@ class RoomWriter:
         txn_id: TxnIdKey | None = None,
         out_of_room: bool = False,
         backfill_position: int | None = None,
+        known_head: RoomHead | None = None,
     ) -> PersistedEvent:
         """:meth:`persist_event` for callers already holding the room's lock.
 
         ``local=True``: the event was just built by this server for a user, so any auth
         failure (also against the current state) raises :class:`EventRejected` and
-        nothing is written.
+        nothing is written. ``known_head``: the room's head as the caller read it under
+        this same hold of the lock (saves reading it again).
         """
         if out_of_room:
             outlier = True
@@ -172,7 +174,7 @@ class RoomWriter:
         room_id = event.room_id
         head: RoomHead | None = None
         if new_room is None:
-            head = await self.store.get_room_head(room_id)
+            head = known_head if known_head is not None else await self.store.get_room_head(room_id)
             if head is None:
                 raise UnknownRoom(room_id)
             if head.room_version != event.room_version:
@@ -216,6 +218,12 @@ class RoomWriter:
                 and not outlier
                 and head is not None
                 and head.current_state_group is not None
+                # Checked against the state before, which is the current state: done.
+                and not (
+                    before is not None
+                    and before.group == head.current_state_group
+                    and not before.changes
+                )
             ):
                 try:
                     current = StateAt(head.current_state_group)

@@ -227,7 +227,19 @@ class EventStore:
         ids = list(dict.fromkeys(event_ids))
         if not ids:
             return {}
-        return await self._db.run("get_pdus", self._get_pdus_txn, ids)
+        # PDUs never change and rows are never deleted, so a cached one is what the table
+        # holds: only the others need a read.
+        found: dict[str, Event] = {}
+        missing: list[str] = []
+        for event_id in ids:
+            cached = self._cache.get(event_id)
+            if cached is not None:
+                found[event_id] = cached
+            else:
+                missing.append(event_id)
+        if missing:
+            found.update(await self._db.run("get_pdus", self._get_pdus_txn, missing))
+        return found
 
     async def get_event_meta(self, event_ids: Iterable[str]) -> dict[str, EventMeta]:
         ids = list(dict.fromkeys(event_ids))
