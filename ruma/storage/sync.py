@@ -30,20 +30,31 @@ class SyncStore:
         self, kind: str, room_ids: Collection[str], from_pos: int, to_pos: int
     ) -> set[str]:
         """The rooms among ``room_ids`` with a ``kind`` stream row in ``(from_pos, to_pos]``."""
-        rooms = list(room_ids)
-        if not rooms:
-            return set()
+        return (await self.get_rooms_with_changes_of_kinds([kind], room_ids, from_pos, to_pos))[
+            kind
+        ]
 
-        def txn_fn(txn: Txn) -> set[str]:
-            out: set[str] = set()
+    async def get_rooms_with_changes_of_kinds(
+        self, kinds: Collection[str], room_ids: Collection[str], from_pos: int, to_pos: int
+    ) -> dict[str, set[str]]:
+        """:meth:`get_rooms_with_changes` for several kinds in one read: kind -> rooms."""
+        rooms = list(room_ids)
+        wanted = list(dict.fromkeys(kinds))
+        out: dict[str, set[str]] = {k: set() for k in wanted}
+        if not rooms or not wanted:
+            return out
+
+        def txn_fn(txn: Txn) -> dict[str, set[str]]:
             for i in range(0, len(rooms), 500):
                 chunk = rooms[i : i + 500]
                 rows = txn.select(
-                    "SELECT DISTINCT room_id FROM stream WHERE kind = ? AND position > ?"
+                    "SELECT DISTINCT kind, room_id FROM stream"
+                    f" WHERE kind IN ({','.join('?' * len(wanted))}) AND position > ?"
                     f" AND position <= ? AND room_id IN ({','.join('?' * len(chunk))})",
-                    (kind, from_pos, to_pos, *chunk),
+                    (*wanted, from_pos, to_pos, *chunk),
                 )
-                out.update(str(r[0]) for r in rows)
+                for kind, room_id in rows:
+                    out[str(kind)].add(str(room_id))
             return out
 
         return await self._db.run("get_rooms_with_changes", txn_fn)

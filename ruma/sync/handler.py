@@ -236,6 +236,13 @@ class SyncHandler:
         room_filter = req.filter.room
         ephemeral_changed: set[str] = set()
         receipts_by_room: dict[str, list[Any]] = {}
+        # Which joined rooms had typing, events or (with push) new notifications: one read.
+        changed: dict[str, set[str]] = {}
+        if joined and not full:
+            kinds = ["typing", "event"] + (["push_actions"] if self.push is not None else [])
+            changed = await self._sync_store.get_rooms_with_changes_of_kinds(
+                kinds, joined, since or 0, now
+            )
         if joined:
             receipts = await self._receipts.get_receipts_for_rooms(
                 joined, 0 if full else since or 0, now
@@ -245,21 +252,16 @@ class SyncHandler:
             if full:
                 ephemeral_changed = {r for r in joined if self._typing.typing_users(r)}
             else:
-                ephemeral_changed = await self._sync_store.get_rooms_with_changes(
-                    "typing", joined, since or 0, now
-                )
+                ephemeral_changed = changed["typing"]
         account = await self._account_data.get_account_data_changes(
             req.user_id, 0 if full else since or 0, now
         )
         # Joined rooms with no membership change: anything new in them since `since`?
         if not full:
             quiet = [r for r in joined if r not in plans]
-            active = await self._sync_store.get_rooms_with_changes("event", quiet, since or 0, now)
-            if self.push is not None:
-                # New notifications (computed after the event) change the unread counts.
-                active |= await self._sync_store.get_rooms_with_changes(
-                    "push_actions", quiet, since or 0, now
-                )
+            active = changed.get("event", set())
+            # New notifications (computed after the event) change the unread counts.
+            active = active | changed.get("push_actions", set())
             for room_id in quiet:
                 if (
                     room_id in active
