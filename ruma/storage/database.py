@@ -188,7 +188,7 @@ class Database:
     def sqlite(cls, reactor: IReactorThreads, path: str) -> Database:
         # One connection and one thread: SQLite serialises writers anyway, and a single
         # writer avoids "database is locked" errors under load.
-        pool = adbapi.ConnectionPool(  # type: ignore[no-untyped-call]
+        pool = adbapi.ConnectionPool(
             "sqlite3",
             path,
             check_same_thread=False,
@@ -207,7 +207,7 @@ class Database:
         kwargs = dict(args)
         cp_min = int(kwargs.pop("cp_min", 1))
         cp_max = int(kwargs.pop("cp_max", 5))
-        pool = adbapi.ConnectionPool(  # type: ignore[no-untyped-call]
+        pool = adbapi.ConnectionPool(
             module, cp_min=cp_min, cp_max=cp_max, cp_reactor=reactor, cp_noisy=False, **kwargs
         )
         return cls(Engine.POSTGRES, pool)
