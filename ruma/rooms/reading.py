@@ -320,6 +320,7 @@ class RoomReader:
                 event_filter=event_filter,
             )
             rounds = 0
+            exhausted = False
             while (
                 self.backfill is not None
                 and to_token is None
@@ -329,6 +330,7 @@ class RoomReader:
             ):
                 rounds += 1
                 if not await self.backfill.backfill(room_id, max(limit - len(rows), 10)):
+                    exhausted = True
                     break
                 below = rows[-1][0] - 1 if rows else upper
                 older, more = await self._page(
@@ -338,6 +340,10 @@ class RoomReader:
                 rows.extend(older)
                 if more is None and len(rows) == limit and rows:
                     more = rows[-1][0] - 1  # there may be more to fetch next time
+            if rounds and not exhausted and more is None:
+                # Backfill was still bringing history when we stopped asking: not the
+                # room's start, so give the client a token to go on from.
+                more = rows[-1][0] - 1 if rows else upper
         else:
             start = parse_token(from_token) if from_token is not None else MIN_POSITION
             upper = ceiling
