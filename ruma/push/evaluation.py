@@ -69,21 +69,25 @@ class PushEvaluator(DurableSubscriber):
     async def actions_for_event(self, event: Event, position: int) -> list[PushAction]:
         """The notifications ``event`` (at stream ``position``) causes."""
         room_id = event.room_id
-        users = set(await self._events.get_local_users_in_room(room_id))
+        invitee: str | None = None
         if (
             event.type == "m.room.member"
             and event.membership == "invite"
             and event.state_key is not None
             and self._events.is_local_user(event.state_key)
         ):
-            users.add(event.state_key)
+            invitee = event.state_key
+        # Everything read about the room, in one transaction.
+        room = await self._events.get_room_for_push(room_id, [invitee] if invitee else [])
+        users = set(room.local_joined)
+        if invitee is not None:
+            users.add(invitee)
         users.discard(event.sender)
         if not users:
             return []
-        members = await self._events.get_current_members(room_id, "join")
-        wanted = [CREATE, POWER_LEVELS] + [("m.room.member", u) for u in users]
-        ids = await self._events.get_current_state_keys(room_id, wanted)
-        state = await self._events.get_events(ids.values())
+        member_count = room.joined_count
+        ids = room.state_ids
+        state = room.events
         auth_state = {k: state[i] for k, i in ids.items() if i in state and k in (CREATE, POWER_LEVELS)}
         sender_level = get_user_power_level(event.sender, auth_state)
         levels = {"room": get_notification_level(auth_state, "room")}
@@ -99,7 +103,7 @@ class PushEvaluator(DurableSubscriber):
             ctx = PushContext(
                 user_id=user_id,
                 display_name=name if isinstance(name, str) else None,
-                member_count=len(members),
+                member_count=member_count,
                 sender_power_level=sender_level,
                 notification_levels=levels,
             )

@@ -158,6 +158,16 @@ class RoomHead:
     max_depth: int
 
 
+@dataclass(frozen=True, slots=True)
+class RoomForPush:
+    """See :meth:`EventStore.get_room_for_push`."""
+
+    local_joined: list[str]
+    joined_count: int
+    state_ids: dict[StateKey, str]
+    events: dict[str, Event]
+
+
 class _EventCache:
     """LRU of parsed PDUs by event ID (events never change; redaction is applied on read)."""
 
@@ -703,6 +713,46 @@ class EventStore:
             ]
 
         return await self._db.run("get_local_users_in_room", txn_fn)
+
+    async def get_room_for_push(
+        self, room_id: str, extra_users: Collection[str] = ()
+    ) -> RoomForPush:
+        """What push evaluation reads about a room, in ONE transaction: the local joined
+        users, the joined member count, and the current create, power levels and member
+        events of those users and ``extra_users`` (as served)."""
+
+        def txn_fn(txn: Txn) -> RoomForPush:
+            local = [
+                str(r[0])
+                for r in txn.select(
+                    "SELECT user_id FROM local_memberships WHERE room_id = ? AND membership = ?",
+                    (room_id, "join"),
+                )
+            ]
+            members = 0
+            for (pdu,) in txn.select(
+                "SELECT e.json FROM current_state c JOIN events e"
+                " ON e.event_id = c.event_id WHERE c.room_id = ? AND c.type = ?",
+                (room_id, "m.room.member"),
+            ):
+                if json.loads(pdu).get("content", {}).get("membership") == "join":
+                    members += 1
+            wanted: list[StateKey] = [("m.room.create", ""), ("m.room.power_levels", "")]
+            wanted += [("m.room.member", u) for u in dict.fromkeys([*local, *extra_users])]
+            ids: dict[StateKey, str] = {}
+            for etype, skey in wanted:
+                row = txn.select_one(
+                    "SELECT event_id FROM current_state WHERE room_id = ? AND type = ?"
+                    " AND state_key = ?",
+                    (room_id, etype, skey),
+                )
+                if row is not None:
+                    ids[(etype, skey)] = row[0]
+            unique = list(dict.fromkeys(ids.values()))
+            events = self._get_events_txn(txn, unique, False, True) if unique else {}
+            return RoomForPush(local, members, ids, events)
+
+        return await self._db.run("get_room_for_push", txn_fn)
 
     async def get_joined_hosts(self, room_id: str) -> set[str]:
         """Servers with at least one joined member in the room's current state."""
