@@ -151,7 +151,8 @@ def populate(asvc: AppService, members: int, events: int, concurrency: int) -> s
     log(f"  {members} members in {time.monotonic() - start:.1f}s")
 
     state = asvc.call("GET", f"/_matrix/client/v3/rooms/{q(room_id)}/state")
-    messages = max(0, events - len(state) - (members - 1))
+    # So far every event of the room is a state event (creation, then the joins).
+    messages = max(0, events - len(state))
     start = time.monotonic()
 
     def send(i: int) -> None:
@@ -278,9 +279,12 @@ def build_burst(
     room_version = get_room_version(str(version_id.get("room_version", "1")))
     state = asvc.call("GET", f"/_matrix/client/v3/rooms/{q(room_id)}/state")
     ids = {(e["type"], e["state_key"]): e["event_id"] for e in state}
-    latest = asvc.call(
-        "GET", f"/_matrix/client/v3/rooms/{q(room_id)}/messages?dir=b&limit=1"
-    )["chunk"][0]["event_id"]
+    chunk = asvc.call(
+        "GET", f"/_matrix/client/v3/rooms/{q(room_id)}/messages?dir=b&limit=20"
+    )["chunk"]
+    if not chunk:
+        raise RuntimeError("no recent event to chain the burst on")
+    latest = chunk[0]["event_id"]
 
     def fetch(event_id: str) -> Event:
         out = caller.request("GET", host.server_name, f"/_matrix/federation/v1/event/{q(event_id)}")

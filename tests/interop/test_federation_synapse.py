@@ -219,27 +219,7 @@ class SynapseFederationTests(TestCase):
         servers then holds all of them."""
         sam, rita = self.users()
         for host, guest in ((sam, rita), (rita, sam)):
-            room_id = self.shared_room(host, guest)
-            host_sync, guest_sync = SyncWatcher(host), SyncWatcher(guest)
-            from_host = [f"host {i} {room_id[:6]}" for i in range(5)]
-            from_guest = [f"guest {i} {room_id[:6]}" for i in range(5)]
-            for a, b in zip(from_host, from_guest, strict=True):
-                send_text(host, room_id, a)
-                send_text(guest, room_id, b)
-            for watcher, expected in ((guest_sync, from_host), (host_sync, from_guest)):
-                watcher.wait(
-                    lambda w=watcher, e=expected: [  # type: ignore[misc]
-                        b for b in w.bodies(room_id) if b in e
-                    ]
-                    == e,
-                    DELIVERY,
-                    f"{expected} in /sync of {watcher.session.user_id}",
-                )
-            # Each server's /messages holds all ten, each sender's five in the order sent
-            # (concurrent events from the two servers may interleave differently).
-            for session in (host, guest):
-                for expected in (from_host, from_guest):
-                    self.wait_bodies(session, room_id, expected, DELIVERY)
+            self._messages_both_ways(host, guest)
 
     # -- 4. profile, typing, receipts -----------------------------------------------------
 
@@ -330,52 +310,7 @@ class SynapseFederationTests(TestCase):
         then not join again."""
         sam, rita = self.users()
         for host, guest in ((sam, rita), (rita, sam)):
-            host_server = host.user_id.split(":", 1)[1]
-            room_id = self.shared_room(host, guest)
-            guest_sync = SyncWatcher(guest)
-
-            guest.call("POST", f"/_matrix/client/v3/rooms/{q(room_id)}/leave", {})
-            self.wait_membership(host, room_id, guest.user_id, "leave")
-
-            # While the guest's server is out of the room, the room becomes invite-only:
-            # a rejoin must be refused (its server's copy of the state is stale).
-            send_state(host, room_id, "m.room.join_rules", {"join_rule": "invite"})
-            status, body = try_call(
-                guest, "POST",
-                f"/_matrix/client/v3/join/{q(room_id)}?server_name={q(host_server)}", {},
-            )
-            self.assertEqual(status, 403, f"joined an invite-only room: {body}\n{self.logs()}")
-            self.assertEqual(membership(host, room_id, guest.user_id), "leave")
-            send_state(host, room_id, "m.room.join_rules", {"join_rule": "public"})
-
-            join(guest, room_id, [host_server])
-            self.wait_membership(host, room_id, guest.user_id, "join")
-            host.call(
-                "POST", f"/_matrix/client/v3/rooms/{q(room_id)}/kick",
-                {"user_id": guest.user_id, "reason": "kick test"},
-            )
-            guest_sync.wait(lambda: room_id in guest_sync.left, DELIVERY, "the kick in /sync")
-            poll(
-                lambda: membership(guest, room_id, guest.user_id) in (None, "leave"),
-                DELIVERY, f"{guest.base_url} to know of the kick", describe=self.logs,
-            )
-
-            join(guest, room_id, [host_server])
-            self.wait_membership(host, room_id, guest.user_id, "join")
-            guest_sync.sync(0)
-            guest_sync.left.discard(room_id)
-            host.call(
-                "POST", f"/_matrix/client/v3/rooms/{q(room_id)}/ban",
-                {"user_id": guest.user_id, "reason": "ban test"},
-            )
-            self.wait_membership(host, room_id, guest.user_id, "ban")
-            # ... and the guest's server has it too (its /sync shows the room left).
-            guest_sync.wait(lambda: room_id in guest_sync.left, DELIVERY, "the ban in /sync")
-            status, body = try_call(
-                guest, "POST",
-                f"/_matrix/client/v3/join/{q(room_id)}?server_name={q(host_server)}", {},
-            )
-            self.assertEqual(status, 403, f"a banned user joined again: {body}")
+            self._leave_kick_ban(host, guest)
 
     # -- 6. conflicting state -------------------------------------------------------------
 
@@ -385,55 +320,7 @@ class SynapseFederationTests(TestCase):
         returns the same state event for every (type, state_key)."""
         sam, rita = self.users()
         for host, guest in ((sam, rita), (rita, sam)):
-            room_id = self.shared_room(host, guest)
-            pl_path = f"/_matrix/client/v3/rooms/{q(room_id)}/state/m.room.power_levels/"
-            levels = host.call("GET", pl_path)
-            levels["users"][guest.user_id] = 100
-            host.call("PUT", pl_path, levels)
-            poll(
-                lambda: try_call(guest, "GET", pl_path)[1].get("users", {}).get(guest.user_id)
-                == 100,
-                DELIVERY, "the guest's power level to arrive", describe=self.logs,
-            )
-            errors: list[str] = []
-
-            def change(session: Session, tag: str, rnd: int) -> None:
-                try:
-                    send_state(session, room_id, "m.room.topic", {"topic": f"{tag} {rnd}"})
-                    pl = dict(levels)
-                    pl["events_default"] = rnd + (1 if tag == "s" else 2)
-                    pl["users"] = dict(levels["users"])
-                    pl["users"][f"@extra{tag}{rnd}:example.org"] = 10
-                    send_state(session, room_id, "m.room.power_levels", pl)
-                except AssertionError as e:
-                    errors.append(f"{session.user_id}: {e}")
-
-            for rnd in range(3):
-                threads = [
-                    threading.Thread(target=change, args=(host, "h", rnd)),
-                    threading.Thread(target=change, args=(guest, "g", rnd)),
-                ]
-                for t in threads:
-                    t.start()
-                for t in threads:
-                    t.join(60)
-            self.assertEqual(errors, [])
-            # One more message from each side merges the forks on both servers.
-            send_text(host, room_id, "merge h")
-            send_text(guest, room_id, "merge g")
-            self.wait_bodies(host, room_id, ["merge g"], DELIVERY)
-            self.wait_bodies(guest, room_id, ["merge h"], DELIVERY)
-
-            def agree() -> bool:
-                return _state_map(get_state(host, room_id)) == _state_map(get_state(guest, room_id))
-
-            def diff() -> str:
-                a, b = _state_map(get_state(host, room_id)), _state_map(get_state(guest, room_id))
-                keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-                lines = [f"{k}: {host.base_url}={a.get(k)} {guest.base_url}={b.get(k)}" for k in keys]
-                return "state differs:\n" + "\n".join(lines) + "\n" + self.logs()
-
-            poll(agree, DELIVERY, "both servers to agree on the room state", describe=diff)
+            self._conflicting_state(host, guest)
 
     # -- 7. Synapse down while Ruma sends -------------------------------------------------
 
@@ -535,3 +422,125 @@ class SynapseFederationTests(TestCase):
                 except AssertionError as e:
                     failures.append(f"v{version} host {host.base_url}: {str(e)[:500]}")
         self.assertEqual(failures, [], "\n".join(failures) + "\n" + self.logs())
+
+    def _messages_both_ways(self, host: Session, guest: Session) -> None:
+        room_id = self.shared_room(host, guest)
+        host_sync, guest_sync = SyncWatcher(host), SyncWatcher(guest)
+        from_host = [f"host {i} {room_id[:6]}" for i in range(5)]
+        from_guest = [f"guest {i} {room_id[:6]}" for i in range(5)]
+        for a, b in zip(from_host, from_guest, strict=True):
+            send_text(host, room_id, a)
+            send_text(guest, room_id, b)
+        for watcher, expected in ((guest_sync, from_host), (host_sync, from_guest)):
+            watcher.wait(
+                lambda w=watcher, e=expected: [  # type: ignore[misc]
+                    b for b in w.bodies(room_id) if b in e
+                ]
+                == e,
+                DELIVERY,
+                f"{expected} in /sync of {watcher.session.user_id}",
+            )
+        # Each server's /messages holds all ten, each sender's five in the order sent
+        # (concurrent events from the two servers may interleave differently).
+        for session in (host, guest):
+            for expected in (from_host, from_guest):
+                self.wait_bodies(session, room_id, expected, DELIVERY)
+
+    def _leave_kick_ban(self, host: Session, guest: Session) -> None:
+        host_server = host.user_id.split(":", 1)[1]
+        room_id = self.shared_room(host, guest)
+        guest_sync = SyncWatcher(guest)
+
+        guest.call("POST", f"/_matrix/client/v3/rooms/{q(room_id)}/leave", {})
+        self.wait_membership(host, room_id, guest.user_id, "leave")
+
+        # While the guest's server is out of the room, the room becomes invite-only:
+        # a rejoin must be refused (its server's copy of the state is stale).
+        send_state(host, room_id, "m.room.join_rules", {"join_rule": "invite"})
+        status, body = try_call(
+            guest, "POST",
+            f"/_matrix/client/v3/join/{q(room_id)}?server_name={q(host_server)}", {},
+        )
+        self.assertEqual(status, 403, f"joined an invite-only room: {body}\n{self.logs()}")
+        self.assertEqual(membership(host, room_id, guest.user_id), "leave")
+        send_state(host, room_id, "m.room.join_rules", {"join_rule": "public"})
+
+        join(guest, room_id, [host_server])
+        self.wait_membership(host, room_id, guest.user_id, "join")
+        host.call(
+            "POST", f"/_matrix/client/v3/rooms/{q(room_id)}/kick",
+            {"user_id": guest.user_id, "reason": "kick test"},
+        )
+        guest_sync.wait(lambda: room_id in guest_sync.left, DELIVERY, "the kick in /sync")
+        poll(
+            lambda: membership(guest, room_id, guest.user_id) in (None, "leave"),
+            DELIVERY, f"{guest.base_url} to know of the kick", describe=self.logs,
+        )
+
+        join(guest, room_id, [host_server])
+        self.wait_membership(host, room_id, guest.user_id, "join")
+        guest_sync.sync(0)
+        guest_sync.left.discard(room_id)
+        host.call(
+            "POST", f"/_matrix/client/v3/rooms/{q(room_id)}/ban",
+            {"user_id": guest.user_id, "reason": "ban test"},
+        )
+        self.wait_membership(host, room_id, guest.user_id, "ban")
+        # ... and the guest's server has it too (its /sync shows the room left).
+        guest_sync.wait(lambda: room_id in guest_sync.left, DELIVERY, "the ban in /sync")
+        status, body = try_call(
+            guest, "POST",
+            f"/_matrix/client/v3/join/{q(room_id)}?server_name={q(host_server)}", {},
+        )
+        self.assertEqual(status, 403, f"a banned user joined again: {body}")
+
+    def _conflicting_state(self, host: Session, guest: Session) -> None:
+        room_id = self.shared_room(host, guest)
+        pl_path = f"/_matrix/client/v3/rooms/{q(room_id)}/state/m.room.power_levels/"
+        levels = host.call("GET", pl_path)
+        levels["users"][guest.user_id] = 100
+        host.call("PUT", pl_path, levels)
+        poll(
+            lambda: try_call(guest, "GET", pl_path)[1].get("users", {}).get(guest.user_id)
+            == 100,
+            DELIVERY, "the guest's power level to arrive", describe=self.logs,
+        )
+        errors: list[str] = []
+
+        def change(session: Session, tag: str, rnd: int) -> None:
+            try:
+                send_state(session, room_id, "m.room.topic", {"topic": f"{tag} {rnd}"})
+                pl = dict(levels)
+                pl["events_default"] = rnd + (1 if tag == "s" else 2)
+                pl["users"] = dict(levels["users"])
+                pl["users"][f"@extra{tag}{rnd}:example.org"] = 10
+                send_state(session, room_id, "m.room.power_levels", pl)
+            except AssertionError as e:
+                errors.append(f"{session.user_id}: {e}")
+
+        for rnd in range(3):
+            threads = [
+                threading.Thread(target=change, args=(host, "h", rnd)),
+                threading.Thread(target=change, args=(guest, "g", rnd)),
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+        self.assertEqual(errors, [])
+        # One more message from each side merges the forks on both servers.
+        send_text(host, room_id, "merge h")
+        send_text(guest, room_id, "merge g")
+        self.wait_bodies(host, room_id, ["merge g"], DELIVERY)
+        self.wait_bodies(guest, room_id, ["merge h"], DELIVERY)
+
+        def agree() -> bool:
+            return _state_map(get_state(host, room_id)) == _state_map(get_state(guest, room_id))
+
+        def diff() -> str:
+            a, b = _state_map(get_state(host, room_id)), _state_map(get_state(guest, room_id))
+            keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+            lines = [f"{k}: {host.base_url}={a.get(k)} {guest.base_url}={b.get(k)}" for k in keys]
+            return "state differs:\n" + "\n".join(lines) + "\n" + self.logs()
+
+        poll(agree, DELIVERY, "both servers to agree on the room state", describe=diff)
