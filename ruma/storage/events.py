@@ -206,6 +206,10 @@ class EventStore:
         self.server_name = server_name
         self.state = state if state is not None else StateStore(db)
         self._cache = _EventCache(cache_size)
+        # event_id -> (state group before, after), in insertion order (oldest dropped first).
+        self._groups_cache: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        self._groups_cache_size = cache_size
+        self._groups_lock = threading.Lock()
         self._versions: dict[str, RoomVersion] = {}
 
     def is_local_user(self, user_id: str) -> bool:
@@ -609,10 +613,17 @@ class EventStore:
         self, event_ids: Iterable[str]
     ) -> dict[str, tuple[int, int]]:
         """``event_id -> (state group before, state group after)`` for non-outliers."""
-        ids = list(dict.fromkeys(event_ids))
+        # An event's state groups are written once with it and never change: cached.
+        out: dict[str, tuple[int, int]] = {}
+        ids: list[str] = []
+        for event_id in dict.fromkeys(event_ids):
+            cached = self._groups_cache.get(event_id)
+            if cached is not None:
+                out[event_id] = cached
+            else:
+                ids.append(event_id)
 
         def txn_fn(txn: Txn) -> dict[str, tuple[int, int]]:
-            out: dict[str, tuple[int, int]] = {}
             for i in range(0, len(ids), 500):
                 chunk = ids[i : i + 500]
                 for r in txn.select(
@@ -621,11 +632,18 @@ class EventStore:
                     chunk,
                 ):
                     out[r[0]] = (int(r[1]), int(r[2]))
+                    self._remember_groups(r[0], out[r[0]])
             return out
 
         if not ids:
-            return {}
+            return out
         return await self._db.run("get_state_groups_for_events", txn_fn)
+
+    def _remember_groups(self, event_id: str, groups: tuple[int, int]) -> None:
+        with self._groups_lock:
+            self._groups_cache[event_id] = groups
+            if len(self._groups_cache) > self._groups_cache_size:
+                self._groups_cache.popitem(last=False)
 
     async def get_state_ids_for_event(
         self, event_id: str, *, before: bool = False
@@ -785,6 +803,7 @@ class EventStore:
         """Write one event and everything that follows from it in one transaction."""
         result = await self._db.run("persist_event", self._persist_txn, plan)
         self._cache.put(plan.event)
+        self._persisted_groups(result)
         if plan.new_room is not None:
             self._versions[plan.event.room_id] = plan.new_room.room_version
         return result
@@ -798,11 +817,19 @@ class EventStore:
         if not plans:
             return []
         results = await self._db.run("persist_events", txn_fn)
+        for result in results:
+            self._persisted_groups(result)
         for plan in plans:
             self._cache.put(plan.event)
             if plan.new_room is not None:
                 self._versions[plan.event.room_id] = plan.new_room.room_version
         return results
+
+    def _persisted_groups(self, result: PersistResult) -> None:
+        if result.state_group_before is not None and result.state_group_after is not None:
+            self._remember_groups(
+                result.event_id, (result.state_group_before, result.state_group_after)
+            )
 
     def _persist_txn(self, txn: Txn, plan: PersistPlan) -> PersistResult:
         event = plan.event
