@@ -37,6 +37,9 @@ _CHAIN_SQL = (
 )
 
 
+KEYS_CACHE_SIZE = 50_000
+
+
 class _GroupCache:
     """A small LRU of materialised, committed state groups (shared across pool threads)."""
 
@@ -66,6 +69,8 @@ class StateStore:
     def __init__(self, db: Database, *, cache_size: int = 32) -> None:
         self._db = db
         self._cache = _GroupCache(cache_size)
+        self._keys: OrderedDict[tuple[int, StateKey], str | None] = OrderedDict()
+        self._keys_lock = threading.Lock()
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -91,7 +96,30 @@ class StateStore:
         cached = self._cache.get(group)
         if cached is not None:
             return {k: cached[k] for k in keys if k in cached}
-        return await self._db.run("get_state_group_keys", self.load_group_keys_txn, group, keys)
+        # Committed groups never change, so single keys are cached too (absent ones as None):
+        # the auth checks of every message read the same few keys of the same group.
+        out: dict[StateKey, str] = {}
+        missing: list[StateKey] = []
+        with self._keys_lock:
+            for k in keys:
+                if (group, k) in self._keys:
+                    value = self._keys[(group, k)]
+                    if value is not None:
+                        out[k] = value
+                else:
+                    missing.append(k)
+        if not missing:
+            return out
+        found = await self._db.run(
+            "get_state_group_keys", self.load_group_keys_txn, group, missing
+        )
+        with self._keys_lock:
+            for k in missing:
+                self._keys[(group, k)] = found.get(k)
+            while len(self._keys) > KEYS_CACHE_SIZE:
+                self._keys.popitem(last=False)
+        out.update(found)
+        return out
 
     async def get_state_group_members(self, group: int) -> dict[str, str]:
         """The ``m.room.member`` part of ``group``: user ID to event ID."""
