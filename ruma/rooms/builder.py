@@ -85,12 +85,15 @@ class LocalEventSender:
         """
         async with self.writer.room_lock(room_id):
             if txn_id is not None:
-                earlier = await self.store.get_txn_event(txn_id)
+                # The retry check and the head in one read.
+                earlier, head = await self.store.get_txn_event_and_room_head(txn_id, room_id)
                 if earlier is not None:
                     found = await self.store.get_pdus([earlier])
                     if earlier in found:
                         return PersistedEvent(found[earlier], None, already_known=True)
-            head = await self.store.get_room_head(room_id)
+                    head = await self.store.get_room_head(room_id)
+            else:
+                head = await self.store.get_room_head(room_id)
             if head is None:
                 raise not_found(f"Unknown room {room_id}")
             if check is not None:

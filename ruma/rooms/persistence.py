@@ -354,11 +354,11 @@ class RoomWriter:
     async def _check_against_auth_events(self, event: Event) -> dict[StateKey, Event]:
         ids = list(event.auth_event_ids)
         pdus = await self.store.get_pdus(ids)
-        meta = await self.store.get_event_meta(ids)
+        rejected = await self.store.get_rejected_reasons(ids)
         for eid in ids:
             if eid not in pdus:
                 raise AuthError("auth_events.missing", f"auth event {eid} is unknown here")
-            if meta[eid].rejected_reason is not None:
+            if rejected.get(eid) is not None:
                 raise AuthError("auth_events.rejected", f"auth event {eid} was rejected")
         create = None
         if event.room_version.room_id_from_create_event:

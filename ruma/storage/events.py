@@ -210,6 +210,8 @@ class EventStore:
         self._groups_cache: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self._groups_cache_size = cache_size
         self._groups_lock = threading.Lock()
+        self._rejected: OrderedDict[str, str | None] = OrderedDict()
+        self._rejected_lock = threading.Lock()
         self._versions: dict[str, RoomVersion] = {}
 
     def is_local_user(self, user_id: str) -> bool:
@@ -261,9 +263,36 @@ class EventStore:
             return {}
 
         def txn_fn(txn: Txn) -> dict[str, EventMeta]:
-            return {m.event_id: m for m in (_meta(r) for r in self._rows_txn(txn, ids))}
+            found = {m.event_id: m for m in (_meta(r) for r in self._rows_txn(txn, ids))}
+            self._remember_rejected((i, m.rejected_reason) for i, m in found.items())
+            return found
 
         return await self._db.run("get_event_meta", txn_fn)
+
+    async def get_rejected_reasons(self, event_ids: Iterable[str]) -> dict[str, str | None]:
+        """``event_id -> rejected_reason`` (None: accepted) for the events we hold.
+
+        An event's rejection is decided when it is first stored and never changes: cached.
+        """
+        out: dict[str, str | None] = {}
+        missing: list[str] = []
+        with self._rejected_lock:
+            for event_id in dict.fromkeys(event_ids):
+                if event_id in self._rejected:
+                    out[event_id] = self._rejected[event_id]
+                else:
+                    missing.append(event_id)
+        if missing:
+            meta = await self.get_event_meta(missing)
+            out.update((i, m.rejected_reason) for i, m in meta.items())
+        return out
+
+    def _remember_rejected(self, items: Iterable[tuple[str, str | None]]) -> None:
+        with self._rejected_lock:
+            for event_id, reason in items:
+                self._rejected[event_id] = reason
+            while len(self._rejected) > self._groups_cache_size:
+                self._rejected.popitem(last=False)
 
     def _rows_txn(self, txn: Txn, ids: Sequence[str]) -> list[tuple[Any, ...]]:
         rows: list[tuple[Any, ...]] = []
@@ -492,32 +521,49 @@ class EventStore:
         return await self._db.run("get_room_version", txn_fn)
 
     async def get_room_head(self, room_id: str) -> RoomHead | None:
-        def txn_fn(txn: Txn) -> RoomHead | None:
-            row = txn.select_one(
-                "SELECT room_version, current_state_group FROM rooms WHERE room_id = ?",
-                (room_id,),
-            )
-            if row is None:
-                return None
-            extremities = frozenset(
-                r[0]
-                for r in txn.select(
-                    "SELECT event_id FROM forward_extremities WHERE room_id = ?", (room_id,)
-                )
-            )
-            depth = txn.select_one(
-                "SELECT MAX(depth) FROM events WHERE room_id = ? AND outlier = ?",
-                (room_id, False),
-            )
-            return RoomHead(
-                room_id=room_id,
-                room_version=KNOWN_ROOM_VERSIONS[row[0]],
-                forward_extremities=extremities,
-                current_state_group=int(row[1]) if row[1] is not None else None,
-                max_depth=int(depth[0]) if depth and depth[0] is not None else 0,
-            )
+        return await self._db.run("get_room_head", self._room_head_txn, room_id)
 
-        return await self._db.run("get_room_head", txn_fn)
+    async def get_txn_event_and_room_head(
+        self, key: TxnIdKey, room_id: str
+    ) -> tuple[str | None, RoomHead | None]:
+        """:meth:`get_txn_event` and :meth:`get_room_head` in one transaction."""
+
+        def txn_fn(txn: Txn) -> tuple[str | None, RoomHead | None]:
+            row = txn.select_one(
+                "SELECT event_id FROM event_txn_ids WHERE user_id = ? AND scope = ?"
+                " AND txn_id = ?",
+                (key.user_id, key.scope, key.txn_id),
+            )
+            if row is not None:
+                return row[0], None
+            return None, self._room_head_txn(txn, room_id)
+
+        return await self._db.run("get_txn_event_and_room_head", txn_fn)
+
+    def _room_head_txn(self, txn: Txn, room_id: str) -> RoomHead | None:
+        row = txn.select_one(
+            "SELECT room_version, current_state_group FROM rooms WHERE room_id = ?",
+            (room_id,),
+        )
+        if row is None:
+            return None
+        extremities = frozenset(
+            r[0]
+            for r in txn.select(
+                "SELECT event_id FROM forward_extremities WHERE room_id = ?", (room_id,)
+            )
+        )
+        depth = txn.select_one(
+            "SELECT MAX(depth) FROM events WHERE room_id = ? AND outlier = ?",
+            (room_id, False),
+        )
+        return RoomHead(
+            room_id=room_id,
+            room_version=KNOWN_ROOM_VERSIONS[row[0]],
+            forward_extremities=extremities,
+            current_state_group=int(row[1]) if row[1] is not None else None,
+            max_depth=int(depth[0]) if depth and depth[0] is not None else 0,
+        )
 
     async def get_room_info(self, room_id: str) -> tuple[str, str | None, bool] | None:
         """``(room_version, creator, is_public)`` or None."""
