@@ -8,6 +8,7 @@ from typing import Any
 
 from twisted.internet import reactor as _reactor
 from twisted.internet.ssl import PrivateCertificate
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
@@ -48,6 +49,25 @@ class Echo(Resource):
         }).encode()
 
 
+class _TrackingSite(Site):
+    """A Site that remembers its connections so a test can close them."""
+
+    def __init__(self, resource: Resource) -> None:
+        super().__init__(resource)
+        self.protocols: list[Any] = []
+
+    def buildProtocol(self, addr: Any) -> Any:
+        proto = super().buildProtocol(addr)
+        self.protocols.append(proto)
+        return proto
+
+    def close_all(self) -> Any:
+        for proto in self.protocols:
+            if getattr(proto, "transport", None) is not None:
+                proto.transport.abortConnection()
+        return deferLater(reactor, 0.05, lambda: None)
+
+
 async def _no_well_known(host: str) -> WellKnownResponse | None:
     return None
 
@@ -62,8 +82,12 @@ class FederationHTTPTests(TestCase):
         leaf = ca.issue()
         self.ca_pem = ca.cert_path.read_bytes()
         cert = PrivateCertificate.loadPEM(leaf.cert_path.read_bytes() + leaf.key_path.read_bytes())
-        port = reactor.listenSSL(0, Site(Echo()), cert.options(), interface="127.0.0.1")
+        site = _TrackingSite(Echo())
+        port = reactor.listenSSL(0, site, cert.options(), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
+        # Last cleanup to run: drop server-side connections the client left open, and let
+        # their connectionLost run, so no HTTPChannel abort timer outlives the test.
+        self.addCleanup(site.close_all)
         self.server = f"127.0.0.1:{port.getHost().port}"
         self.key = generate_signing_key("k1")
 
