@@ -53,7 +53,8 @@ class _TrackingSite(Site):
     """A Site that remembers its connections so a test can close them."""
 
     def __init__(self, resource: Resource) -> None:
-        super().__init__(resource)
+        # No idle timeout: its timer would outlive a test whose client keeps the connection.
+        super().__init__(resource, timeout=None)
         self.protocols: list[Any] = []
 
     def buildProtocol(self, addr: Any) -> Any:
@@ -63,8 +64,14 @@ class _TrackingSite(Site):
 
     def close_all(self) -> Any:
         for proto in self.protocols:
-            if getattr(proto, "transport", None) is not None:
-                proto.transport.abortConnection()
+            channel = getattr(proto, "_channel", proto)  # Site wraps HTTPChannel in a proxy
+            transport = getattr(channel, "transport", None)
+            if transport is not None and not getattr(transport, "disconnected", False):
+                try:
+                    transport.abortConnection()
+                except AttributeError:
+                    pass  # already torn down by the client's close
+
         return deferLater(reactor, 0.05, lambda: None)
 
 
