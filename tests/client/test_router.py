@@ -196,10 +196,12 @@ class ConnectionLostTests(SynchronousTestCase):
             return await self.pending
 
     def connect(self) -> tuple[Any, Any]:
-        from twisted.internet.testing import StringTransport
+        from twisted.internet.testing import MemoryReactorClock, StringTransport
         from twisted.web.server import Site
 
-        site = Site(self.router.resource())
+        # The channel's idle timer must run on a test clock, not the global reactor, or it
+        # outlives this synchronous test and dirties the next test that uses the reactor.
+        site = Site(self.router.resource(), reactor=MemoryReactorClock())
         channel = site.buildProtocol(None)
         transport = StringTransport()
         channel.makeConnection(transport)
