@@ -27,6 +27,7 @@ from ruma.federation.membership import RoomAccessLike
 from ruma.protocol.errors import InvalidIdentifier
 from ruma.protocol.ids import RoomAlias, UserID
 from ruma.rooms.profile import ProfileSource
+from ruma.rooms.summary import SUMMARY_TYPES, public_room_chunk
 from ruma.storage.events import EventStore
 from ruma.storage.rooms import RoomStore
 
@@ -220,31 +221,9 @@ class QueryServer:
         )
         state = {e.type: e for e in events.values()}
         members = await self._store.get_current_members(room_id, "join")
-        out: dict[str, Any] = {
-            "room_id": room_id,
-            "num_joined_members": len(members),
-            "world_readable": False,
-            "guest_can_join": False,
-        }
-        for etype, key, name in (
-            ("m.room.name", "name", "name"),
-            ("m.room.topic", "topic", "topic"),
-            ("m.room.avatar", "url", "avatar_url"),
-            ("m.room.canonical_alias", "alias", "canonical_alias"),
-        ):
-            ev = state.get(etype)
-            value = ev.content.get(key) if ev is not None else None
-            if isinstance(value, str) and value:
-                out[name] = value
-        hv = state.get("m.room.history_visibility")
-        out["world_readable"] = hv is not None and hv.content.get(
-            "history_visibility"
-        ) == "world_readable"
-        ga = state.get("m.room.guest_access")
-        out["guest_can_join"] = ga is not None and ga.content.get("guest_access") == "can_join"
+        out = public_room_chunk(room_id, state, len(members))
         jr = state.get("m.room.join_rules")
-        rule = jr.content.get("join_rule") if jr is not None else None
-        out["join_rule"] = rule if isinstance(rule, str) else "invite"
+        rule = out["join_rule"]
         if jr is not None and rule in ("restricted", "knock_restricted"):
             # For the asking server to judge whether its users may join (hierarchy).
             out["allowed_room_ids"] = [
@@ -254,13 +233,6 @@ class QueryServer:
                 and a.get("type") == "m.room_membership"
                 and isinstance(a.get("room_id"), str)
             ]
-        create = state.get("m.room.create")
-        if create is not None:
-            rtype = create.content.get("type")
-            if isinstance(rtype, str):
-                out["room_type"] = rtype
-            version = create.content.get("room_version", "1")
-            out["room_version"] = version
         return out
 
     async def public_rooms(
@@ -359,18 +331,7 @@ class QueryServer:
         return out
 
 
-_SUMMARY_TYPES = frozenset(
-    {
-        "m.room.name",
-        "m.room.topic",
-        "m.room.avatar",
-        "m.room.canonical_alias",
-        "m.room.history_visibility",
-        "m.room.guest_access",
-        "m.room.join_rules",
-        "m.room.create",
-    }
-)
+_SUMMARY_TYPES = frozenset(SUMMARY_TYPES)
 
 
 class QueryClient:

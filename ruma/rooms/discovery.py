@@ -24,6 +24,7 @@ from ruma.protocol.json import thaw
 from ruma.protocol.room_versions import KNOWN_ROOM_VERSIONS
 from ruma.rooms.creation import CreateRoomRequest, InitialState
 from ruma.rooms.service import RoomServices
+from ruma.rooms.summary import SUMMARY_TYPES, public_room_chunk
 from ruma.rooms.visibility import filter_events_for_user
 from ruma.storage.discovery import DirectoryUser, DiscoveryStore
 
@@ -33,17 +34,7 @@ __all__ = [
     "RemoteDiscovery",
 ]
 
-_SUMMARY_TYPES = (
-    "m.room.name",
-    "m.room.topic",
-    "m.room.avatar",
-    "m.room.canonical_alias",
-    "m.room.history_visibility",
-    "m.room.guest_access",
-    "m.room.join_rules",
-    "m.room.create",
-    "m.room.encryption",
-)
+_SUMMARY_TYPES = (*SUMMARY_TYPES, "m.room.encryption")
 # State copied into the replacement room of an upgrade (power levels go separately).
 UPGRADE_STATE = (
     "m.room.server_acl",
@@ -129,37 +120,7 @@ class DiscoveryHandler:
         events = await self._events.get_events(ids.values())
         state = {e.type: e for e in events.values()}
         members = await self._events.get_current_members(room_id, "join")
-        out: dict[str, Any] = {
-            "room_id": room_id,
-            "num_joined_members": len(members),
-            "world_readable": False,
-            "guest_can_join": False,
-        }
-        for etype, key, name in (
-            ("m.room.name", "name", "name"),
-            ("m.room.topic", "topic", "topic"),
-            ("m.room.avatar", "url", "avatar_url"),
-            ("m.room.canonical_alias", "alias", "canonical_alias"),
-        ):
-            ev = state.get(etype)
-            value = ev.content.get(key) if ev is not None else None
-            if isinstance(value, str) and value:
-                out[name] = value
-        hv = state.get("m.room.history_visibility")
-        out["world_readable"] = (
-            hv is not None and hv.content.get("history_visibility") == "world_readable"
-        )
-        ga = state.get("m.room.guest_access")
-        out["guest_can_join"] = ga is not None and ga.content.get("guest_access") == "can_join"
-        jr = state.get("m.room.join_rules")
-        rule = jr.content.get("join_rule") if jr is not None else None
-        out["join_rule"] = rule if isinstance(rule, str) else "invite"
-        create = state["m.room.create"]
-        rtype = create.content.get("type")
-        if isinstance(rtype, str):
-            out["room_type"] = rtype
-        version = create.content.get("room_version", "1")
-        out["room_version"] = version if isinstance(version, str) else "1"
+        out = public_room_chunk(room_id, state, len(members))
         enc = state.get("m.room.encryption")
         algorithm = enc.content.get("algorithm") if enc is not None else None
         if isinstance(algorithm, str):
