@@ -136,8 +136,26 @@ def _split(kind: str, sigil: str, s: str, strict: bool) -> tuple[str, ServerName
         raise _fail(kind, s, str(e)) from e
 
 
+class _Identifier:
+    """What every identifier type shares: ``is_valid`` is ``parse`` without the exception."""
+
+    __slots__ = ()
+
+    @classmethod
+    def parse(cls, s: str, *, strict: bool = False) -> Self:
+        raise NotImplementedError
+
+    @classmethod
+    def is_valid(cls, s: str, *, strict: bool = False) -> bool:
+        try:
+            cls.parse(s, strict=strict)
+        except InvalidIdentifier:
+            return False
+        return True
+
+
 @dataclass(frozen=True, slots=True)
-class UserID:
+class UserID(_Identifier):
     """``@localpart:server``."""
 
     localpart: str
@@ -152,20 +170,12 @@ class UserID:
             raise _fail("user ID", s, "bad localpart")
         return cls(local, server)
 
-    @classmethod
-    def is_valid(cls, s: str, *, strict: bool = False) -> bool:
-        try:
-            cls.parse(s, strict=strict)
-        except InvalidIdentifier:
-            return False
-        return True
-
     def __str__(self) -> str:
         return f"@{self.localpart}:{self.server}"
 
 
 @dataclass(frozen=True, slots=True)
-class RoomID:
+class RoomID(_Identifier):
     """``!opaque:server`` or, for room version 12, ``!<urlsafe base64 of create event hash>``.
 
     ``server`` is ``None`` for the v12 form.
@@ -188,14 +198,6 @@ class RoomID:
             raise _fail("room ID", s, "bad opaque part")
         return cls(local, server)
 
-    @classmethod
-    def is_valid(cls, s: str, *, strict: bool = False) -> bool:
-        try:
-            cls.parse(s, strict=strict)
-        except InvalidIdentifier:
-            return False
-        return True
-
     @property
     def is_hash_form(self) -> bool:
         """True for v12 room IDs derived from the create event."""
@@ -206,7 +208,7 @@ class RoomID:
 
 
 @dataclass(frozen=True, slots=True)
-class EventID:
+class EventID(_Identifier):
     """``$opaque:server`` (room v1/v2) or ``$<base64 reference hash>`` (v3+)."""
 
     localpart: str
@@ -230,20 +232,12 @@ class EventID:
             raise _fail("event ID", s, "bad opaque part")
         return cls(local, server)
 
-    @classmethod
-    def is_valid(cls, s: str, *, strict: bool = False) -> bool:
-        try:
-            cls.parse(s, strict=strict)
-        except InvalidIdentifier:
-            return False
-        return True
-
     def __str__(self) -> str:
         return f"${self.localpart}" if self.server is None else f"${self.localpart}:{self.server}"
 
 
 @dataclass(frozen=True, slots=True)
-class RoomAlias:
+class RoomAlias(_Identifier):
     """``#localpart:server``."""
 
     localpart: str
@@ -256,14 +250,6 @@ class RoomAlias:
         if not (_ALIAS_STRICT if strict else _NO_COLON_NUL).fullmatch(local):
             raise _fail("room alias", s, "bad localpart")
         return cls(local, server)
-
-    @classmethod
-    def is_valid(cls, s: str, *, strict: bool = False) -> bool:
-        try:
-            cls.parse(s, strict=strict)
-        except InvalidIdentifier:
-            return False
-        return True
 
     def __str__(self) -> str:
         return f"#{self.localpart}:{self.server}"
