@@ -26,7 +26,6 @@ the fixed transaction and the queue from the database.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -40,6 +39,7 @@ from twisted.logger import Logger
 from ruma.appservice.namespaces import Interest, Registry
 from ruma.appservice.pusher import transaction_body
 from ruma.appservice.registration import Registration
+from ruma.backoff import ExponentialBackoff
 from ruma.bus import DurableSubscriber, EventBus, StreamRow
 from ruma.handlers.typing import TypingHandler
 from ruma.storage.appservice import EPHEMERAL, EVENT, AppserviceStore, PendingTxn, QueueItem
@@ -69,20 +69,13 @@ class TransactionSink(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Backoff:
-    """Delay before retry ``failures``: ``initial * factor**(failures-1)`` capped at
-    ``maximum``, spread by ``jitter`` so appservices that failed together retry apart."""
+class Backoff(ExponentialBackoff):
+    """The appservice retry schedule: 2 s doubling up to 5 minutes, spread by 10% so that
+    appservices that failed together retry apart."""
 
     initial: float = 2.0
     maximum: float = 300.0
-    factor: float = 2.0
     jitter: float = 0.1
-    random: Callable[[], float] = random.random
-
-    def delay(self, failures: int) -> float:
-        exponent = min(max(failures - 1, 0), 64)
-        base = min(self.maximum, self.initial * self.factor**exponent)
-        return base * (1.0 + self.jitter * (2.0 * self.random() - 1.0))
 
 
 # -- the per-appservice machine ----------------------------------------------------------

@@ -24,7 +24,6 @@ after an outage: its first delivered transaction marks the server up again.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -34,6 +33,8 @@ from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+
+from ruma.backoff import ExponentialBackoff
 
 __all__ = ["Backoff", "DestinationCore", "DestinationInputs", "RetryLater", "make_destination"]
 
@@ -47,25 +48,13 @@ class RetryLater(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Backoff:
-    """Delay before retry number ``failures``: ``initial * factor**(failures-1)``, capped at
-    ``maximum``, times a random factor in ``[1 - jitter, 1 + jitter]`` so that servers which
-    went down together do not all retry together."""
+class Backoff(ExponentialBackoff):
+    """The federation retry schedule: 10 s doubling up to an hour, spread by 20% so that
+    servers which went down together do not all retry together."""
 
     initial: float = 10.0
     maximum: float = 3600.0
-    factor: float = 2.0
     jitter: float = 0.2
-    random: Callable[[], float] = random.random
-
-    def delay(self, failures: int, retry_after: float | None = None) -> float:
-        exponent = min(max(failures - 1, 0), 64)
-        base = min(self.maximum, self.initial * self.factor**exponent)
-        spread = 1.0 + self.jitter * (2.0 * self.random() - 1.0)
-        delay = base * spread
-        if retry_after is not None:
-            delay = max(delay, retry_after)
-        return delay
 
 
 class DestinationInputs(Protocol):
