@@ -63,10 +63,11 @@ from ruma.bridges.irc.protocol import (
     irc_key,
 )
 from ruma.bridges.irc.splitting import max_text_bytes, split_message
-from ruma.bridges.irc.store import IrcStore, Portal, PuppetRow, RelayedMessage
+from ruma.bridges.irc.store import BridgeStore
 from ruma.errors import MatrixError
 from ruma.rooms.creation import CreateRoomRequest
 from ruma.rooms.service import RoomServices
+from ruma.storage.irc import Portal, PuppetRow, RelayedMessage
 
 __all__ = ["IrcBridge", "NetworkBridge", "render_for_irc"]
 
@@ -840,7 +841,7 @@ class IrcBridge:
         config: IrcBridgeConfig,
         *,
         clock: IReactorTime,
-        store: IrcStore,
+        store: BridgeStore,
         rooms: RoomServices,
         endpoint_factory: EndpointFactory,
     ) -> None:

@@ -26,8 +26,8 @@ from ruma.appservice.registration import Namespace, Registration
 from ruma.bridges.base import Bridge, BridgeContext, IBridgeModule
 from ruma.bridges.irc.bridge import EndpointFactory, IrcBridge
 from ruma.bridges.irc.config import IrcBridgeConfig, NetworkConfig, parse_irc_config
-from ruma.bridges.irc.store import IrcStore
 from ruma.config import ConfigReader
+from ruma.storage.irc import IrcStore
 
 __all__ = ["IrcBridgeHost", "IrcBridgeModule", "irc_registration", "tcp_endpoints"]
 

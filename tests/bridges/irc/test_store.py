@@ -1,4 +1,4 @@
-"""The IRC bridge's store on SQLite and PostgreSQL (ruma.bridges.irc.store)."""
+"""The IRC bridge's store on SQLite and PostgreSQL (ruma.storage.irc)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from ruma.bridges.irc.store import IrcStore, Portal, PuppetRow, RelayedMessage
+from ruma.storage.irc import IrcStore, Portal, PuppetRow, RelayedMessage
 from tests.storage.engines import PostgresEngine, SQLiteEngine
 
 
