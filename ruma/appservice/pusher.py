@@ -22,14 +22,13 @@ from typing import Any
 from urllib.parse import quote
 
 from treq.client import HTTPClient
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
-from twisted.internet.interfaces import IConsumer, IReactorTime
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IBodyProducer
-from zope.interface import implementer
 
 from ruma.appservice.registration import Registration
+from ruma.outbound_http import json_body
 from ruma.protocol.events import Event
 from ruma.rooms.serialize import serialize_event
 from ruma.storage.appservice import EPHEMERAL, EVENT, TO_DEVICE, QueueItem
@@ -94,29 +93,6 @@ def _timed_out(result: Any, timeout: float) -> Any:
     raise TimeoutError(timeout, "appservice request")
 
 
-@implementer(IBodyProducer)
-class _BytesProducer:
-    """A request body written in one go (treq's default producer needs the global
-    reactor's cooperator; this needs nothing)."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self.length = len(data)
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        consumer.write(self._data)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
-
-
 class AppserviceClient:
     """HTTP requests to appservices over an injected treq ``HTTPClient``."""
 
@@ -173,12 +149,7 @@ class AppserviceClient:
         if reg.id in self._legacy_auth:
             params = [*params, ("access_token", reg.hs_token)]
         headers = Headers({b"Authorization": [b"Bearer " + reg.hs_token.encode("utf-8")]})
-        data: _BytesProducer | None = None
-        if body is not None:
-            data = _BytesProducer(
-                json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-            )
-            headers.setRawHeaders(b"Content-Type", [b"application/json"])
+        data = json_body(headers, body) if body is not None else None
         async def call() -> tuple[int, bytes]:
             response = await self._http.request(
                 method, url, params=params or None, headers=headers, data=data

@@ -10,14 +10,13 @@ URL previews use.
   for servers that predate authenticated media; follows a ``Location`` part through the
   safe fetcher.
 - :class:`SafeUrlFetcher`: plain HTTP(S) GETs that resolve the host name themselves and
-  refuse to connect to any address the :class:`~ruma.federation.http.IPRangeFilter` denies
+  refuse to connect to any address the :class:`~ruma.outbound_http.IPRangeFilter` denies
   (private, loopback, link-local... by default), on every redirect too, with a size limit and
   a time limit.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import secrets
 from email.message import Message
@@ -25,13 +24,11 @@ from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
+from twisted.internet.endpoints import wrapClientTLS
 from twisted.internet.interfaces import (
-    IHostResolution,
     IProtocol,
     IProtocolFactory,
     IReactorTime,
-    IResolutionReceiver,
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Protocol, connectionDone
@@ -48,7 +45,7 @@ from ruma.client.http import query_bool, query_int, query_str
 from ruma.client.media import BytesResponse, content_disposition
 from ruma.client.router import ClientRouter
 from ruma.errors import Codes
-from ruma.federation.http import FederationClient, FederationError, IPRangeFilter
+from ruma.federation.http import FederationClient, FederationError
 from ruma.federation.inbound_auth import FederationAuthenticator
 from ruma.media.repository import (
     FetchedMedia,
@@ -57,10 +54,18 @@ from ruma.media.repository import (
     MediaRepository,
     UrlFetcher,
 )
+from ruma.outbound_http import (
+    AddressesEndpoint,
+    Discard,
+    IPRangeFilter,
+    discard_if_longer,
+    resolve_addresses,
+)
 
 FED_MEDIA_PREFIX = "/_matrix/federation/v1/media"
 MAX_REDIRECTS = 5
 FETCH_TIMEOUT_S = 20.0
+CONNECT_TIMEOUT_S = 10.0
 
 
 # -- multipart -------------------------------------------------------------------------
@@ -276,22 +281,6 @@ class BlockedURL(MediaFetchError):
     """Every address of the URL's host is denied."""
 
 
-@implementer(IResolutionReceiver)
-class _Collect:
-    def __init__(self) -> None:
-        self.addresses: list[str] = []
-        self.done: Deferred[list[str]] = Deferred()
-
-    def resolutionBegan(self, resolution: IHostResolution) -> None:
-        pass
-
-    def addressResolved(self, address: Any) -> None:
-        self.addresses.append(address.host)
-
-    def resolutionComplete(self) -> None:
-        self.done.callback(self.addresses)
-
-
 @implementer(IStreamClientEndpoint)
 class _FilteredEndpoint:
     """Resolves the host, drops denied addresses, connects to the first allowed one."""
@@ -306,29 +295,12 @@ class _FilteredEndpoint:
         return Deferred.fromCoroutine(self._connect(factory))
 
     async def _connect(self, factory: IProtocolFactory) -> IProtocol:
-        host = self._host.strip("[]")
-        try:
-            ipaddress.ip_address(host)
-            candidates = [host]
-        except ValueError:
-            collect = _Collect()
-            self._reactor.nameResolver.resolveHostName(collect, host, self._port)
-            candidates = await collect.done
-        allowed = [ip for ip in candidates if self._filter.allowed(ip)]
+        candidates = await resolve_addresses(self._reactor, self._host, self._port)
+        allowed = self._filter.permitted(candidates)
         if not allowed:
             raise BlockedURL(f"{self._host} resolves only to denied addresses")
-        last: Exception | None = None
-        for ip in allowed:
-            ep: IStreamClientEndpoint
-            if ":" in ip:
-                ep = TCP6ClientEndpoint(self._reactor, ip, self._port, timeout=10)
-            else:
-                ep = TCP4ClientEndpoint(self._reactor, ip, self._port, timeout=10)
-            try:
-                return await ep.connect(factory)
-            except Exception as e:
-                last = e
-        raise last or ConnectionError("no address")
+        endpoint = AddressesEndpoint(self._reactor, allowed, self._port, CONNECT_TIMEOUT_S)
+        return await endpoint.connect(factory)
 
 
 @implementer(IAgentEndpointFactory)
@@ -408,13 +380,12 @@ class SafeUrlFetcher:
                 raise MediaFetchError(f"fetching failed: {e!r}") from None
             if response.code in (301, 302, 303, 307, 308):
                 location = response.headers.getRawHeaders(b"location")
-                response.deliverBody(_Discard())
+                response.deliverBody(Discard())
                 if not location:
                     raise MediaFetchError("redirect without a Location")
                 current = urljoin(current, location[0].decode("utf-8", "replace"))
                 continue
-            if isinstance(response.length, int) and response.length > max_size:
-                response.deliverBody(_Discard())
+            if discard_if_longer(response, max_size):
                 raise MediaFetchError("content is too large", too_large=True)
             done: Deferred[bytes] = Deferred()
             response.deliverBody(_LimitedBody(max_size, done))
@@ -430,11 +401,6 @@ class SafeUrlFetcher:
             ctype = response.headers.getRawHeaders(b"content-type")
             return FetchedUrl(current, ctype[0].decode("latin-1") if ctype else None, data)
         raise MediaFetchError("too many redirects")
-
-
-class _Discard(Protocol):
-    def dataReceived(self, data: bytes) -> None:
-        pass
 
 
 __all__ = [

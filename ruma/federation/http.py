@@ -3,31 +3,25 @@ list, X-Matrix signing and JSON in and out.
 
 ``FederationAgent`` is an ``IAgent`` for ``matrix-federation://<server name>/<path>`` URIs;
 ``FederationClient`` signs requests and speaks JSON over it. Tests hand the client another
-agent (e.g. one over an in-memory federation resource).
+agent (e.g. one over an in-memory federation resource). The IP deny list and the pieces the
+other outbound clients share (bodies, resolving, connecting) are in :mod:`ruma.outbound_http`;
+``IPRangeFilter`` and ``DEFAULT_IP_RANGE_DENYLIST`` are re-exported here for the wiring.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import wrapClientTLS
 from twisted.internet.interfaces import (
-    IHostResolution,
     IOpenSSLClientConnectionCreator,
-    IProtocol,
-    IProtocolFactory,
-    IReactorPluggableNameResolver,
-    IReactorTCP,
     IReactorTime,
-    IResolutionReceiver,
     IStreamClientEndpoint,
 )
-from twisted.internet.protocol import Protocol
 from twisted.internet.ssl import Certificate, optionsForClientTLS, trustRootFromCertificates
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
@@ -37,23 +31,20 @@ from zope.interface import implementer
 
 from ruma.federation.discovery import ResolvedServer, ServerResolver
 from ruma.federation.xmatrix import sign_request
+from ruma.outbound_http import DEFAULT_IP_RANGE_DENYLIST as DEFAULT_IP_RANGE_DENYLIST
+from ruma.outbound_http import (
+    AddressesEndpoint,
+    discard_if_longer,
+    json_body,
+    resolve_addresses,
+)
+from ruma.outbound_http import IPRangeFilter as IPRangeFilter
 from ruma.protocol.errors import InvalidIdentifier
 from ruma.protocol.ids import ServerName
 from ruma.protocol.signing import SigningKey
 
 SCHEME = "matrix-federation"
 MAX_RESPONSE_BYTES = 100 * 1024 * 1024
-
-# Addresses no federation request may reach unless the operator allows them: loopback,
-# private, link-local, carrier-grade NAT, documentation, multicast and reserved ranges.
-DEFAULT_IP_RANGE_DENYLIST = (
-    "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
-    "192.0.0.0/24", "169.254.0.0/16", "192.88.99.0/24", "198.18.0.0/15", "192.0.2.0/24",
-    "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "0.0.0.0/8", "240.0.0.0/4",
-    "::1/128", "::/128", "fe80::/10", "fc00::/7", "2001:db8::/32", "ff00::/8", "fec0::/10",
-    "64:ff9b::/96", "::ffff:0:0/96",
-)
-
 
 class FederationError(Exception):
     """A federation request failed. ``status`` is None when no HTTP answer came back."""
@@ -72,23 +63,6 @@ class FederationError(Exception):
 
 class BlockedAddress(FederationError):
     """Every address of the destination is in the IP deny list."""
-
-
-class IPRangeFilter:
-    """Decides which IPs outbound requests may reach. The allow list wins over the deny list."""
-
-    def __init__(self, deny: Iterable[str] = DEFAULT_IP_RANGE_DENYLIST,
-                 allow: Iterable[str] = ()) -> None:
-        self._deny = [ipaddress.ip_network(n, strict=False) for n in deny]
-        self._allow = [ipaddress.ip_network(n, strict=False) for n in allow]
-
-    def allowed(self, ip: str) -> bool:
-        addr = ipaddress.ip_address(ip.strip("[]"))
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-            return self.allowed(str(addr.ipv4_mapped))
-        if any(addr in net for net in self._allow if net.version == addr.version):
-            return True
-        return not any(addr in net for net in self._deny if net.version == addr.version)
 
 
 class FederationTLS:
@@ -130,35 +104,6 @@ class _NoVerify:
         return conn
 
 
-@implementer(IStreamClientEndpoint)
-class _AddressesEndpoint:
-    """Connect to the first of several IP addresses that answers."""
-
-    def __init__(self, reactor: IReactorTCP, addresses: Sequence[str], port: int,
-                 timeout: float) -> None:
-        self._reactor = reactor
-        self._addresses = addresses
-        self._port = port
-        self._timeout = timeout
-
-    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
-        return Deferred.fromCoroutine(self._connect(factory))
-
-    async def _connect(self, factory: IProtocolFactory) -> IProtocol:
-        last: Exception | None = None
-        for ip in self._addresses:
-            ep: IStreamClientEndpoint
-            if ":" in ip:
-                ep = TCP6ClientEndpoint(self._reactor, ip, self._port, timeout=self._timeout)
-            else:
-                ep = TCP4ClientEndpoint(self._reactor, ip, self._port, timeout=self._timeout)
-            try:
-                return await ep.connect(factory)
-            except Exception as e:
-                last = e
-        raise last or ConnectionError("no addresses")
-
-
 @implementer(IAgentEndpointFactory)
 class _Fixed:
     def __init__(self, endpoint: IStreamClientEndpoint) -> None:
@@ -166,22 +111,6 @@ class _Fixed:
 
     def endpointForURI(self, uri: Any) -> IStreamClientEndpoint:
         return self._endpoint
-
-
-@implementer(IResolutionReceiver)
-class _Collect:
-    def __init__(self) -> None:
-        self.addresses: list[str] = []
-        self.done: Deferred[list[str]] = Deferred()
-
-    def resolutionBegan(self, resolution: IHostResolution) -> None:
-        pass
-
-    def addressResolved(self, address: Any) -> None:
-        self.addresses.append(address.host)
-
-    def resolutionComplete(self) -> None:
-        self.done.callback(self.addresses)
 
 
 @implementer(IAgent)
@@ -215,7 +144,7 @@ class FederationAgent:
         addresses = await self._addresses(resolved)
         endpoint = wrapClientTLS(
             self._tls.creator_for(resolved.tls_name),
-            _AddressesEndpoint(self._reactor, addresses, resolved.port, self._connect_timeout),
+            AddressesEndpoint(self._reactor, addresses, resolved.port, self._connect_timeout),
         )
         agent = Agent.usingEndpointFactory(self._reactor, _Fixed(endpoint), pool=self._pool)
         headers = headers.copy() if headers is not None else Headers()
@@ -225,23 +154,12 @@ class FederationAgent:
         return await agent.request(method, target.encode("ascii"), headers, body)  # type: ignore[no-any-return]
 
     async def _addresses(self, resolved: ResolvedServer) -> list[str]:
-        host = resolved.connect_host
-        try:
-            ipaddress.ip_address(host)
-            candidates = [host]
-        except ValueError:
-            candidates = await self._resolve_name(host, resolved.port)
-        allowed = [ip for ip in candidates if self._ip_filter.allowed(ip)]
+        candidates = await resolve_addresses(self._reactor, resolved.connect_host, resolved.port)
+        allowed = self._ip_filter.permitted(candidates)
         if not allowed:
             raise BlockedAddress(resolved.server_name,
                                  f"no permitted address (resolved to {candidates})")
         return allowed
-
-    async def _resolve_name(self, host: str, port: int) -> list[str]:
-        resolver: IReactorPluggableNameResolver = self._reactor
-        collect = _Collect()
-        resolver.nameResolver.resolveHostName(collect, host, port)
-        return await collect.done
 
 
 class FederationClient:
@@ -269,23 +187,7 @@ class FederationClient:
         timeout: float | None = None,
     ) -> Any:
         """Send a request and return the decoded JSON answer; raise ``FederationError``."""
-        _check_destination(destination)
-        uri = quote(path, safe="/:@!$&'()*+,;=-._~%")
-        if query:
-            uri += "?" + urlencode(query, doseq=True)
-        headers = Headers({b"User-Agent": [b"Ruma"]})
-        data: bytes | None = None
-        if body is not None:
-            data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-            headers.setRawHeaders(b"Content-Type", [b"application/json"])
-        if sign:
-            auth = sign_request(method=method, uri=uri, origin=self.server_name,
-                                destination=destination, content=body, key=self._key)
-            headers.setRawHeaders(b"Authorization", [auth.encode("utf-8")])
-        producer = _BytesProducer(data) if data is not None else None
-        url = f"{SCHEME}://{destination}{uri}".encode("ascii")
-        d = self._agent.request(method.encode("ascii"), url, headers, producer)
-        d.addTimeout(timeout or self._timeout, self._clock)
+        d = self._send(method, destination, path, query, body, sign, timeout)
         try:
             response = await d
             raw = await _read_limited(response)
@@ -319,22 +221,10 @@ class FederationClient:
         """A body-less request whose answer is not JSON (media): ``(status, headers, body)``
         whatever the status; ``FederationError`` only when no answer came back (or it is
         larger than ``max_bytes``)."""
-        _check_destination(destination)
-        uri = quote(path, safe="/:@!$&'()*+,;=-._~%")
-        if query:
-            uri += "?" + urlencode(query, doseq=True)
-        headers = Headers({b"User-Agent": [b"Ruma"]})
-        if sign:
-            auth = sign_request(method=method, uri=uri, origin=self.server_name,
-                                destination=destination, content=None, key=self._key)
-            headers.setRawHeaders(b"Authorization", [auth.encode("utf-8")])
-        url = f"{SCHEME}://{destination}{uri}".encode("ascii")
-        d = self._agent.request(method.encode("ascii"), url, headers, None)
-        d.addTimeout(timeout or self._timeout, self._clock)
+        d = self._send(method, destination, path, query, None, sign, timeout)
         try:
             response = await d
-            if isinstance(response.length, int) and response.length > max_bytes:
-                response.deliverBody(_Discard())
+            if discard_if_longer(response, max_bytes):
                 raise FederationError(destination, f"{method} {path}: answer too large", 502)
             body_d = readBody(response)
             body_d.addTimeout(timeout or self._timeout, self._clock)
@@ -346,6 +236,33 @@ class FederationClient:
         if len(raw) > max_bytes:
             raise FederationError(destination, f"{method} {path}: answer too large", 502)
         return response.code, response.headers, raw
+
+    def _send(
+        self,
+        method: str,
+        destination: str,
+        path: str,
+        query: Mapping[str, str | Sequence[str]] | None,
+        body: Any,
+        sign: bool,
+        timeout: float | None,
+    ) -> Deferred[IResponse]:
+        """Start a request (its JSON ``body``, if any, signed when ``sign``) under a time
+        limit; the answer is left to the caller to read."""
+        _check_destination(destination)
+        uri = quote(path, safe="/:@!$&'()*+,;=-._~%")
+        if query:
+            uri += "?" + urlencode(query, doseq=True)
+        headers = Headers({b"User-Agent": [b"Ruma"]})
+        producer = json_body(headers, body) if body is not None else None
+        if sign:
+            auth = sign_request(method=method, uri=uri, origin=self.server_name,
+                                destination=destination, content=body, key=self._key)
+            headers.setRawHeaders(b"Authorization", [auth.encode("utf-8")])
+        url = f"{SCHEME}://{destination}{uri}".encode("ascii")
+        d = self._agent.request(method.encode("ascii"), url, headers, producer)
+        d.addTimeout(timeout or self._timeout, self._clock)
+        return d
 
     async def get_json(self, destination: str, path: str, **kw: Any) -> Any:
         return await self.request("GET", destination, path, **kw)
@@ -367,35 +284,6 @@ def _check_destination(destination: str) -> None:
 
 
 async def _read_limited(response: IResponse) -> bytes:
-    if response.length is not None and isinstance(response.length, int) \
-            and response.length > MAX_RESPONSE_BYTES:
-        response.deliverBody(_Discard())
+    if discard_if_longer(response, MAX_RESPONSE_BYTES):
         raise ValueError(f"response of {response.length} bytes is too large")
     return await readBody(response)
-
-
-class _Discard(Protocol):
-    def dataReceived(self, data: bytes) -> None:
-        pass
-
-
-@implementer(IBodyProducer)
-class _BytesProducer:
-    """A request body already in memory, written in one go."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self.length = len(data)
-
-    def startProducing(self, consumer: Any) -> Deferred[None]:
-        consumer.write(self._data)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
