@@ -80,9 +80,8 @@ class Corpus:
 
     def full_check(self, raw: bytes) -> Event:
         """What receiving a PDU costs the protocol core (no I/O, auth events at hand)."""
-        pdu = decode_json(raw, strict=self.room_version.strict_canonicaljson)
-        event = Event.from_pdu(pdu, self.room_version)
-        if not check_content_hash(pdu, self.room_version):
+        event = Event.from_json(raw, self.room_version)
+        if not event.content_hash_matches():
             raise AssertionError(f"content hash of {event.event_id}")
         verify_event_signatures(event, self.get_key)
         auth_state = check_auth_events(event, self.by_id, create_event=self.create)

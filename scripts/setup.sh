@@ -10,7 +10,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # Re-install only when the package metadata changed since the last install.
 stamp=.venv/.ruma-installed
-want="$(cat setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1)-${RUMA_EXTRAS:-test}"
+want="$(cat setup.cfg setup.py pyproject.toml ruma/protocol/_speedups.c | sha256sum | cut -d' ' -f1)-${RUMA_EXTRAS:-test}"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     .venv/bin/python -m pip install -q --upgrade pip
     # compat mode puts the repository itself on sys.path, so twistd finds twisted/plugins here.

@@ -24,6 +24,8 @@ from ruma.protocol.json import (
     _encode_plain,
     _freeze_plain,
     _NotPlain,
+    _orjson,
+    decode_json,
     encode_canonical_json,
     freeze,
     thaw,
@@ -204,22 +206,75 @@ def _event_refs(pdu: Mapping[str, Any], field: str, fmt: EventFormat) -> tuple[s
         _bad(field, "missing or not a list")
     if fmt is not EventFormat.V1:
         for ref in refs:
-            if not isinstance(ref, str) or not ref.startswith("$"):
+            if type(ref) is not str or not ref.startswith("$"):
                 _bad(field, "entries must be event IDs")
-            _check_id_len(field, ref)
+            if len(ref) > MAX_ID_BYTES or not ref.isascii():
+                _check_id_len(field, ref)
         return tuple(refs)
     ids: list[str] = []
     for ref in refs:
-        if fmt is EventFormat.V1:
-            # [[event_id, {"sha256": reference hash}], ...]
-            if not (isinstance(ref, list) and len(ref) == 2 and isinstance(ref[1], Mapping)):
-                _bad(field, "entries must be [event_id, hashes] pairs")
-            ref = ref[0]
+        # [[event_id, {"sha256": reference hash}], ...]
+        if not (isinstance(ref, list) and len(ref) == 2 and isinstance(ref[1], Mapping)):
+            _bad(field, "entries must be [event_id, hashes] pairs")
+        ref = ref[0]
         if not isinstance(ref, str) or not ref.startswith("$"):
             _bad(field, "entries must be event IDs")
         _check_id_len(field, ref)
         ids.append(ref)
     return tuple(ids)
+
+
+class _Memo:
+    """A bounded set of identifier strings already found valid.
+
+    A stream of PDUs names the same few senders and rooms over and over; parsing each
+    against the grammar again is most of the cost of checking an event's shape. Only
+    valid strings are remembered, so the memo can never let a bad one through.
+    """
+
+    __slots__ = ("_seen", "_size")
+
+    def __init__(self, size: int = 4096) -> None:
+        self._seen: dict[str, bool] = {}
+        self._size = size
+
+    def get(self, s: str) -> bool | None:
+        return self._seen.get(s)
+
+    def add(self, s: str, value: bool) -> None:
+        if len(self._seen) >= self._size:
+            self._seen.clear()
+        self._seen[s] = value
+
+
+_valid_senders = _Memo()
+# Room ID -> whether it is the v12 hash form.
+_valid_room_ids = _Memo()
+
+
+def _check_sender(sender: str) -> None:
+    if _valid_senders.get(sender) is not None:
+        return
+    _check_id_len("sender", sender)
+    try:
+        UserID.parse(sender)
+    except InvalidIdentifier as e:
+        _bad("sender", str(e))
+    _valid_senders.add(sender, True)
+
+
+def _check_room_id(room_id: str) -> bool:
+    """Validate ``room_id``; whether it is the v12 hash form."""
+    hash_form = _valid_room_ids.get(room_id)
+    if hash_form is not None:
+        return hash_form
+    _check_id_len("room_id", room_id)
+    try:
+        hash_form = RoomID.parse(room_id).is_hash_form
+    except InvalidIdentifier as e:
+        _bad("room_id", str(e))
+    _valid_room_ids.add(room_id, hash_form)
+    return hash_form
 
 
 class Event:
@@ -233,6 +288,7 @@ class Event:
 
     __slots__ = (
         "_pdu",
+        "_plain",
         "_redacted_bytes",
         "auth_event_ids",
         "content",
@@ -248,6 +304,9 @@ class Event:
     )
 
     _pdu: FrozenDict
+    # Whether _pdu holds only exact dict/list/str/int/bool/None within the version's
+    # integer range: then it can go straight to the C encoder, with no checking walk.
+    _plain: bool
     # Canonical JSON of the redacted PDU without signatures/unsigned: what the reference
     # hash hashes and what signatures cover. Kept from from_pdu (hash-ID versions compute
     # it for the event ID anyway) so verify_event_signatures needn't redact and encode
@@ -280,7 +339,9 @@ class Event:
             raise InvalidEvent("pdu", f"malformed: {type(e).__name__}") from e
 
     @classmethod
-    def _from_pdu(cls, pdu: Mapping[str, Any], room_version: RoomVersion) -> Event:
+    def _from_pdu(
+        cls, pdu: Mapping[str, Any], room_version: RoomVersion, *, fast_only: bool = False
+    ) -> Event:
         if type(pdu) is not dict and not isinstance(pdu, Mapping):
             _bad("pdu", "not a JSON object")
         strict = room_version.strict_canonicaljson
@@ -291,6 +352,8 @@ class Event:
                 plain = True
                 encoded = _encode_plain(frozen)
             except _NotPlain:
+                if fast_only:
+                    raise
                 # Floats, big ints, tuples, other mappings...: the general path decides.
                 plain = False
                 encoded = encode_canonical_json(pdu, strict=strict)
@@ -308,11 +371,7 @@ class Event:
         event_type = _require_str(d, "type")
         _check_id_len("type", event_type)
         sender = _require_str(d, "sender")
-        _check_id_len("sender", sender)
-        try:
-            UserID.parse(sender)
-        except InvalidIdentifier as e:
-            _bad("sender", str(e))
+        _check_sender(sender)
 
         state_key = d.get("state_key")
         if state_key is not None:
@@ -370,12 +429,8 @@ class Event:
                 _bad("auth_events", "the create event has no auth events")
         else:
             room_id = _require_str(d, "room_id")
-            _check_id_len("room_id", room_id)
-            try:
-                parsed_room = RoomID.parse(room_id)
-            except InvalidIdentifier as e:
-                _bad("room_id", str(e))
-            if fmt is EventFormat.V4 and not parsed_room.is_hash_form:
+            hash_form = _check_room_id(room_id)
+            if fmt is EventFormat.V4 and not hash_form:
                 _bad("room_id", "must be derived from the create event in this room version")
 
         redacted_bytes: bytes | None = None
@@ -408,6 +463,7 @@ class Event:
         ev = object.__new__(cls)
         set_ = object.__setattr__
         set_(ev, "_pdu", d)
+        set_(ev, "_plain", plain)
         set_(ev, "_redacted_bytes", redacted_bytes)
         set_(ev, "room_version", room_version)
         set_(ev, "event_id", event_id)
@@ -421,6 +477,34 @@ class Event:
         set_(ev, "depth", depth)
         set_(ev, "origin_server_ts", origin_server_ts)
         return ev
+
+    @classmethod
+    def from_json(cls, data: bytes | str, room_version: RoomVersion) -> Event:
+        """Decode one PDU's JSON text and validate it, as :meth:`from_pdu`.
+
+        The decoded tree is ours alone, so the one walk that checks canonical-JSON rules
+        and freezes it is the only pass over it in Python. Raises only InvalidEvent.
+        """
+        if _orjson is not None:
+            try:
+                pdu = _orjson.loads(data)
+            except (ValueError, TypeError, RecursionError):
+                pass  # decode_json below names the problem (or parses what orjson won't)
+            else:
+                if type(pdu) is dict:
+                    try:
+                        return cls._from_pdu(pdu, room_version, fast_only=True)
+                    except _NotPlain:
+                        pass  # floats or huge integers: decode_json reads them exactly
+                    except InvalidEvent:
+                        raise
+                    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
+                        raise InvalidEvent("pdu", f"malformed: {type(e).__name__}") from e
+        try:
+            pdu = decode_json(data, strict=room_version.strict_canonicaljson)
+        except CanonicalJSONError as e:
+            raise InvalidEvent("pdu", f"not canonical JSON for this room version: {e}") from e
+        return cls.from_pdu(pdu, room_version)
 
     def __setattr__(self, name: str, value: object) -> NoReturn:
         raise AttributeError("Event is immutable")
@@ -536,10 +620,35 @@ class Event:
         for name in Event.__slots__:
             object.__setattr__(ev, name, getattr(self, name))
         object.__setattr__(ev, "_pdu", frozen)
+        object.__setattr__(ev, "_plain", self._plain and not same_signed)
         object.__setattr__(ev, "content", frozen.get("content", FrozenDict()))
         if not same_signed:
             object.__setattr__(ev, "_redacted_bytes", None)
         return ev
+
+    def content_hash_matches(self) -> bool:
+        """Whether ``hashes.sha256`` matches the content (:func:`check_content_hash`),
+        computed on the frozen PDU without copying it. A mismatch means "redact"."""
+        claimed = self._pdu["hashes"].get("sha256")
+        if type(claimed) is not str:
+            return False
+        if not self._plain:
+            return check_content_hash(self._pdu, self.room_version)
+        drop = (
+            _NOT_CONTENT_HASHED
+            if self.room_version.event_format is EventFormat.V1
+            else _NOT_CONTENT_HASHED_NO_ID
+        )
+        d = {k: v for k, v in self._pdu.items() if k not in drop}
+        digest = hashlib.sha256(_encode_plain(d)).digest()
+        # What the spec says servers send (unpadded standard base64) compares as text;
+        # any other spelling of the same bytes is decoded.
+        if encode_base64(digest) == claimed:
+            return True
+        try:
+            return decode_base64(claimed) == digest
+        except KeyFormatError:
+            return False
 
     def _signed_bytes(self) -> bytes:
         """What the signatures on this event cover (see ``_redacted_bytes``)."""
@@ -684,33 +793,31 @@ def required_signature_servers(event: Event) -> set[str]:
     """Servers whose signatures the spec requires on ``event`` (server-server API,
     "Validating hashes and signatures on received events")."""
     servers: set[str] = set()
+    room_version = event.room_version
+    is_member = event.type == MEMBER
     content = event.content
-    invite_via_3pid = (
-        event.type == MEMBER
-        and content.get("membership") == "invite"
-        and "third_party_invite" in content
-    )
     # A third-party invite may arrive via any server: the sender's check is replaced by
     # the identity server signature that auth checks on content.third_party_invite.
-    if not invite_via_3pid:
+    if not (
+        is_member and "third_party_invite" in content and content.get("membership") == "invite"
+    ):
         server = _server_of(event.sender)
         if server:
             servers.add(server)
-    if event.room_version.event_format is EventFormat.V1:
+    if room_version.event_format is EventFormat.V1:
         server = _server_of(event.event_id)
         if server:
             servers.add(server)
-    if (
-        event.room_version.restricted_join_rule
-        and event.type == MEMBER
-        and content.get("membership") == "join"
-    ):
+    if is_member and room_version.restricted_join_rule and content.get("membership") == "join":
         via = content.get("join_authorised_via_users_server")
         if isinstance(via, str):
             server = _server_of(via)
             if server:
                 servers.add(server)
     return servers
+
+
+_ED25519_PREFIX = ED25519 + ":"
 
 
 def verify_event_signatures(event: Event, get_verify_key: GetVerifyKey) -> None:
@@ -724,13 +831,16 @@ def verify_event_signatures(event: Event, get_verify_key: GetVerifyKey) -> None:
     # The bytes are the redacted event's canonical JSON, as verify_signed_json would
     # make them from redact(event.pdu()); the Event keeps them from from_pdu.
     message: bytes | None = None
-    for server in sorted(required_signature_servers(event)):
-        sigs = event.signatures.get(server)
+    signatures = event.signatures
+    servers = required_signature_servers(event)
+    # Sorted only to make the order (and so the first error) stable; one needs no sort.
+    for server in sorted(servers) if len(servers) > 1 else servers:
+        sigs = signatures.get(server)
         if not sigs:
             raise SignatureError(f"{event.event_id} is not signed by {server}")
         verified = False
-        for key_id in sorted(sigs):
-            if not key_id.startswith(ED25519 + ":"):
+        for key_id in sorted(sigs) if len(sigs) > 1 else sigs:
+            if not key_id.startswith(_ED25519_PREFIX):
                 continue
             key = get_verify_key(server, key_id)
             if key is None:

@@ -432,9 +432,12 @@ def _freeze_plain(value: Any, strict: bool) -> Any:
     :func:`_plain_ok` accepts (every container is a fresh frozen copy, even frozen input).
 
     Raises :class:`_NotPlain` otherwise; the caller then takes the general path, which
-    reports (or accepts, e.g. floats in old rooms) exactly as before.
+    reports (or accepts, e.g. floats in old rooms) exactly as before. The C version, when
+    built, does the same walk (tests/protocol/test_speedups.py).
     """
     lo, hi = _STRICT_RANGE if strict else _LENIENT_RANGE
+    if _c_freeze_plain is not None:
+        return _c_freeze_plain(value, lo, hi)
     return _freeze_plain_node(value, lo, hi, 0)
 
 
@@ -477,6 +480,16 @@ def _freeze_plain_node(value: Any, lo: int, hi: int, depth: int) -> Any:
     if t is str or value is None or t is bool or (t is int and lo <= value <= hi):
         return value
     raise _NotPlain
+
+
+_c_freeze_plain: Callable[[object, int, int], Any] | None
+try:
+    from ruma.protocol import _speedups
+except ImportError:  # pragma: no cover - built without a C compiler: the Python walk
+    _c_freeze_plain = None
+else:
+    _speedups.init(FrozenDict, FrozenList, _NotPlain)
+    _c_freeze_plain = _speedups.freeze_plain
 
 
 def thaw(value: Any) -> Any:

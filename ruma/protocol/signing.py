@@ -42,12 +42,18 @@ ED25519 = "ed25519"
 _KEY_VERSION = re.compile(r"[A-Za-z0-9_]+")
 
 
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def encode_base64(data: bytes, *, urlsafe: bool = False) -> str:
     """Unpadded base64 (standard alphabet unless ``urlsafe``)."""
-    enc = base64.urlsafe_b64encode(data) if urlsafe else base64.b64encode(data)
-    return enc.rstrip(b"=").decode("ascii")
+    enc = binascii.b2a_base64(data, newline=False).rstrip(b"=")
+    if urlsafe:
+        enc = enc.translate(_TO_URLSAFE)
+    return enc.decode("ascii")
 
 
+_PADDING = ("", "", "==", "=")
 _B64_CHARS = re.compile(r"[A-Za-z0-9+/\-_]*={0,2}")
 
 
@@ -56,6 +62,13 @@ def decode_base64(text: str | bytes) -> bytes:
 
     Raises :class:`KeyFormatError` (a ``ValueError``) on malformed input.
     """
+    if type(text) is str and len(text) % 4 != 1:
+        # Fast path for what Matrix sends (unpadded, standard alphabet): strict mode
+        # refuses any other character or bad padding, and the general path decides those.
+        try:
+            return binascii.a2b_base64(text + _PADDING[len(text) % 4], strict_mode=True)
+        except (binascii.Error, ValueError):
+            pass
     if isinstance(text, bytes):
         try:
             text = text.decode("ascii")

@@ -749,3 +749,79 @@ def verify_event_signatures_safe(ev: Event) -> None:
         verify_event_signatures(ev, keys_of(hs=KEY))
     except SignatureError:
         pass
+
+
+class FromJsonTests(SynchronousTestCase):
+    """Event.from_json (decode and validate in one pass) agrees with
+    decode_json + Event.from_pdu, and content_hash_matches with check_content_hash."""
+
+    def _both(self, text: bytes, rv: RoomVersion) -> tuple[Any, Any]:
+        def run(f: Callable[[], Event]) -> Any:
+            try:
+                ev = f()
+            except InvalidEvent:
+                return "invalid"
+            return (ev.event_id, ev.pdu(), ev.content_hash_matches())
+
+        def old() -> Event:
+            from ruma.protocol.json import decode_json
+
+            try:
+                pdu = decode_json(text, strict=rv.strict_canonicaljson)
+            except ValueError as e:
+                raise InvalidEvent("pdu", str(e)) from e
+            return Event.from_pdu(pdu, rv)
+
+        return run(lambda: Event.from_json(text, rv)), run(old)
+
+    def test_valid_events_of_every_version(self) -> None:
+        import json
+
+        for rv in ALL_VERSIONS:
+            pdu = valid_pdu(rv)
+            new, old = self._both(json.dumps(pdu).encode(), rv)
+            self.assertEqual(new, old, rv.identifier)
+            self.assertNotEqual(new, "invalid")
+            self.assertTrue(new[2])
+
+    def test_numbers_orjson_reads_differently(self) -> None:
+        """Floats and integers beyond 64 bits take the exact decoder: kept as sent in old
+        rooms, refused where canonical JSON is enforced."""
+        import json
+
+        for rv in ALL_VERSIONS:
+            for number in ("1.5", "18446744073709551616", "9007199254740992", "1e3"):
+                text = json.dumps(valid_pdu(rv)).replace('"hi"', number).encode()
+                new, old = self._both(text, rv)
+                self.assertEqual(new, old, (rv.identifier, number))
+
+    def test_bad_json_is_invalid_event(self) -> None:
+        rv = RoomVersions.V10
+        for text in (b"", b"[]", b"{", b'{"a": NaN}', b"\xff", b'"x"', b"{}", b"null"):
+            with self.assertRaises(InvalidEvent):
+                Event.from_json(text, rv)
+
+    def test_content_hash_matches_tampering(self) -> None:
+        import json
+
+        for rv in ALL_VERSIONS:
+            pdu = valid_pdu(rv)
+            pdu["content"]["body"] = "evil"
+            ev = Event.from_json(json.dumps(pdu).encode(), rv)
+            self.assertFalse(ev.content_hash_matches())
+            self.assertFalse(check_content_hash(ev.pdu(), rv))
+            # Another spelling of the right hash (padded, URL-safe) still matches.
+            good = valid_pdu(rv)
+            h = good["hashes"]["sha256"]
+            for spelling in (h + "=", h.replace("+", "-").replace("/", "_")):
+                alt = dict(good, hashes={"sha256": spelling})
+                ev = Event.from_pdu(alt, rv)
+                self.assertEqual(
+                    ev.content_hash_matches(), check_content_hash(alt, rv), (rv.identifier, spelling)
+                )
+
+    def test_content_hash_after_with_unsigned_and_redaction(self) -> None:
+        rv = RoomVersions.V10
+        ev = Event.from_pdu(valid_pdu(rv), rv)
+        self.assertTrue(ev.with_unsigned({"age": 1.5}).content_hash_matches())
+        self.assertFalse(ev.redacted().content_hash_matches())

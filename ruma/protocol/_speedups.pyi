@@ -1,0 +1,6 @@
+from typing import Any
+
+def init(
+    frozen_dict: type[dict[str, Any]], frozen_list: type[list[Any]], not_plain: type[BaseException]
+) -> None: ...
+def freeze_plain(value: object, lo: int, hi: int) -> Any: ...
