@@ -192,7 +192,135 @@ speedups_init(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* --- pdu_fields ------------------------------------------------------------------------ */
+
+#define MAX_ID_BYTES 255
+
+/* An ASCII str of at most MAX_ID_BYTES characters (so bytes); else 0. Longer or non-ASCII
+   strings may still be valid: the Python checks decide those. */
+static int
+short_ascii(PyObject *s)
+{
+    return PyUnicode_Check(s) && PyUnicode_IS_ASCII(s) && PyUnicode_GET_LENGTH(s) <= MAX_ID_BYTES;
+}
+
+static PyObject *
+event_id_tuple(PyObject *refs)
+{
+    if (!PyList_Check(refs)) {
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(refs);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *ref = PyList_GET_ITEM(refs, i);
+        if (Py_TYPE(ref) != &PyUnicode_Type || !short_ascii(ref) || PyUnicode_GET_LENGTH(ref) < 1
+            || PyUnicode_READ_CHAR(ref, 0) != '$') {
+            return NULL;
+        }
+    }
+    return PyList_AsTuple(refs);
+}
+
+static int
+all_str_values(PyObject *d)
+{
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(d, &pos, &key, &value)) {
+        if (!PyUnicode_Check(value)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* pdu_fields(d, max_depth): the shape checks Event.from_pdu makes on the top level of a
+   frozen, plain PDU of a hash-ID room version, for the common well-formed case. Returns
+   (type, sender, state_key, content, depth, origin_server_ts, prev_ids, auth_ids), or
+   None whenever anything is unusual; Python then makes every check itself and words the
+   error. It only ever accepts what the Python checks accept. */
+static PyObject *
+speedups_pdu_fields(PyObject *self, PyObject *args)
+{
+    PyObject *d;
+    long long max_depth;
+    if (!PyArg_ParseTuple(args, "O!L:pdu_fields", &PyDict_Type, &d, &max_depth)) {
+        return NULL;
+    }
+    PyObject *type = PyDict_GetItemString(d, "type");
+    PyObject *sender = PyDict_GetItemString(d, "sender");
+    PyObject *state_key = PyDict_GetItemString(d, "state_key");
+    PyObject *content = PyDict_GetItemString(d, "content");
+    PyObject *depth = PyDict_GetItemString(d, "depth");
+    PyObject *ts = PyDict_GetItemString(d, "origin_server_ts");
+    PyObject *hashes = PyDict_GetItemString(d, "hashes");
+    PyObject *signatures = PyDict_GetItemString(d, "signatures");
+    PyObject *unsigned_ = PyDict_GetItemString(d, "unsigned");
+    PyObject *origin = PyDict_GetItemString(d, "origin");
+    PyObject *prev = PyDict_GetItemString(d, "prev_events");
+    PyObject *auth = PyDict_GetItemString(d, "auth_events");
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    if (type == NULL || !short_ascii(type) || sender == NULL || !short_ascii(sender)) {
+        Py_RETURN_NONE;
+    }
+    if (state_key != NULL && !short_ascii(state_key)) {
+        Py_RETURN_NONE;
+    }
+    if (content == NULL || !PyDict_Check(content)) {
+        Py_RETURN_NONE;
+    }
+    if (depth == NULL || !PyLong_CheckExact(depth) || ts == NULL || !PyLong_CheckExact(ts)) {
+        Py_RETURN_NONE;
+    }
+    int overflow = 0;
+    long long depth_v = PyLong_AsLongLongAndOverflow(depth, &overflow);
+    if (overflow || (depth_v == -1 && PyErr_Occurred()) || depth_v < 0 || depth_v > max_depth) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    if (hashes == NULL || !PyDict_Check(hashes) || !all_str_values(hashes)) {
+        Py_RETURN_NONE;
+    }
+    if (signatures == NULL || !PyDict_Check(signatures)) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t pos = 0;
+    PyObject *server, *sigs;
+    while (PyDict_Next(signatures, &pos, &server, &sigs)) {
+        if (!PyDict_Check(sigs) || !all_str_values(sigs)) {
+            Py_RETURN_NONE;
+        }
+    }
+    if ((unsigned_ != NULL && !PyDict_Check(unsigned_)) || (origin != NULL && !PyUnicode_Check(origin))) {
+        Py_RETURN_NONE;
+    }
+    if (prev == NULL || auth == NULL) {
+        Py_RETURN_NONE;
+    }
+    PyObject *prev_ids = event_id_tuple(prev);
+    if (prev_ids == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    PyObject *auth_ids = event_id_tuple(auth);
+    if (auth_ids == NULL) {
+        Py_DECREF(prev_ids);
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    return Py_BuildValue("(OOOOOONN)", type, sender, state_key == NULL ? Py_None : state_key,
+                         content, depth, ts, prev_ids, auth_ids);
+}
+
 static PyMethodDef speedups_methods[] = {
+    {"pdu_fields", speedups_pdu_fields, METH_VARARGS,
+     "pdu_fields(pdu, max_depth): top-level shape of a well-formed PDU, or None."},
     {"init", speedups_init, METH_VARARGS,
      "init(FrozenDict, FrozenList, NotPlain): the types freeze_plain makes and raises."},
     {"freeze_plain", speedups_freeze_plain, METH_VARARGS,

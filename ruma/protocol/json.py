@@ -483,13 +483,17 @@ def _freeze_plain_node(value: Any, lo: int, hi: int, depth: int) -> Any:
 
 
 _c_freeze_plain: Callable[[object, int, int], Any] | None
+# ruma.protocol.events uses this one: the C shape checks of a PDU's top level.
+_c_pdu_fields: Callable[[dict[str, Any], int], Any] | None
 try:
     from ruma.protocol import _speedups
 except ImportError:  # pragma: no cover - built without a C compiler: the Python walk
     _c_freeze_plain = None
+    _c_pdu_fields = None
 else:
     _speedups.init(FrozenDict, FrozenList, _NotPlain)
     _c_freeze_plain = _speedups.freeze_plain
+    _c_pdu_fields = _speedups.pdu_fields
 
 
 def thaw(value: Any) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ruma.protocol.json import FrozenDict, thaw
+from ruma.protocol.json import thaw
 from ruma.protocol.room_versions import RedactionRules, RoomVersion
 
 if TYPE_CHECKING:
@@ -38,6 +38,11 @@ _TOP_LEVEL_V1 = frozenset(
 )
 # v11 (MSC2176) stops protecting origin, membership and prev_state.
 _TOP_LEVEL_V11 = _TOP_LEVEL_V1 - {"origin", "membership", "prev_state"}
+
+# What the reference hash and signatures cover: the redacted form without signatures
+# (unsigned and age_ts are never kept).
+_SIGNABLE_V1 = _TOP_LEVEL_V1 - {"signatures"}
+_SIGNABLE_V11 = _TOP_LEVEL_V11 - {"signatures"}
 
 _POWER_LEVELS_V1 = (
     "ban",
@@ -117,24 +122,31 @@ def redact(pdu: Mapping[str, Any], room_version: RoomVersion) -> dict[str, Any]:
     return out
 
 
-def _redacted_view(pdu: Mapping[str, Any], room_version: RoomVersion) -> dict[str, Any]:
+def _redacted_view(
+    pdu: Mapping[str, Any], room_version: RoomVersion, *, signable: bool = False
+) -> dict[str, Any]:
     """The redacted form of ``pdu`` without copying what it keeps.
 
     The top-level dict and the ``content`` dict are new, but the values in them are
     ``pdu``'s own objects: for hashing and encoding, never for mutating. :func:`redact` is
-    this plus a deep copy.
+    this plus a deep copy. ``signable`` also leaves out ``signatures``: what the reference
+    hash and the signatures cover.
     """
     rules = room_version.redaction_rules
-    keep_top = _TOP_LEVEL_V11 if rules is RedactionRules.V11 else _TOP_LEVEL_V1
+    if signable:
+        keep_top = _SIGNABLE_V11 if rules is RedactionRules.V11 else _SIGNABLE_V1
+    else:
+        keep_top = _TOP_LEVEL_V11 if rules is RedactionRules.V11 else _TOP_LEVEL_V1
     out: dict[str, Any] = {k: v for k, v in pdu.items() if k in keep_top}
-    if "content" not in pdu:
+    content = out.get("content")
+    if content is None and "content" not in pdu:
         return out
-    event_type = pdu.get("type")
-    content = pdu.get("content")
-    if type(content) is not FrozenDict and not isinstance(content, Mapping):
+    # Event content is a (frozen) dict; the ABC check only for other mappings.
+    if not isinstance(content, dict) and not isinstance(content, Mapping):
         # Malformed; Event.from_pdu rejects it, but hashing must still not crash.
         out["content"] = {}
         return out
+    event_type = pdu.get("type")
     keep_content = (
         _CONTENT_KEYS[rules].get(event_type, ()) if isinstance(event_type, str) else ()
     )
@@ -143,13 +155,14 @@ def _redacted_view(pdu: Mapping[str, Any], room_version: RoomVersion) -> dict[st
     else:
         new_content = {k: content[k] for k in keep_content if k in content}
     if (
-        event_type == "m.room.member"
-        and rules is RedactionRules.V11
-        and isinstance(content.get("third_party_invite"), Mapping)
-        and "signed" in content["third_party_invite"]
+        rules is RedactionRules.V11
+        and event_type == "m.room.member"
+        and "third_party_invite" in content
     ):
-        # v11 keeps only the signed block of a third-party invite, which auth needs.
-        new_content["third_party_invite"] = {"signed": content["third_party_invite"]["signed"]}
+        tpi = content["third_party_invite"]
+        if (isinstance(tpi, dict) or isinstance(tpi, Mapping)) and "signed" in tpi:
+            # v11 keeps only the signed block of a third-party invite, which auth needs.
+            new_content["third_party_invite"] = {"signed": tpi["signed"]}
     out["content"] = new_content
     return out
 

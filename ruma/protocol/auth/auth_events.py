@@ -19,7 +19,7 @@ from .rules import room_id_for_create_event_id
 def _listed_events(event: Event, auth_events: Mapping[str, Event] | Iterable[Event]) -> list[Event]:
     """The events named by ``event.auth_event_ids``, in order, each exactly once."""
     by_id: Mapping[str, Event]
-    if isinstance(auth_events, Mapping):
+    if isinstance(auth_events, dict) or isinstance(auth_events, Mapping):
         by_id = auth_events
     else:
         given: dict[str, Event] = {}
@@ -63,23 +63,26 @@ def check_auth_events(
         room_version, event.type, event.sender, event.state_key, event.content
     )
     result: dict[StateKey, Event] = {}
+    create_implied = room_version.room_id_from_create_event
+    room_id = event.room_id
     for auth_event in _listed_events(event, auth_events):
         # 3.5 (2.5): every auth event belongs to this room.
-        if auth_event.room_id != event.room_id:
+        if auth_event.room_id != room_id:
             raise AuthError(
                 "auth_events.wrong_room",
                 f"auth event {auth_event.event_id} is in {auth_event.room_id}",
             )
-        if auth_event.state_key is None:
+        state_key = auth_event.state_key
+        if state_key is None:
             raise AuthError(
                 "auth_events.not_state", f"auth event {auth_event.event_id} is not a state event"
             )
-        key = auth_event.state_key_tuple
+        key = (auth_event.type, state_key)
         # 3.1 (2.1): no duplicates.
         if key in result:
             raise AuthError("auth_events.duplicate", f"two auth events for {key}")
         # 3.2 (2.2): only what auth events selection picks (never the create event in v12).
-        if room_version.room_id_from_create_event and key == CREATE:
+        if create_implied and key == CREATE:
             raise AuthError(
                 "auth_events.create_listed", "the create event must not be in auth_events"
             )

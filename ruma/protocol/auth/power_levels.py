@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 from ruma.protocol.events import Event
 from ruma.protocol.ids import UserID
-from ruma.protocol.room_versions import RoomVersion
+from ruma.protocol.room_versions import EventFormat, RoomVersion
 
 from .common import CREATE, POWER_LEVELS, AuthError, AuthState
 
@@ -76,7 +76,9 @@ def _level_in(
 
 def _sub_map(content: Mapping[str, object], key: str) -> Mapping[str, object]:
     value = content.get(key)
-    return value if isinstance(value, Mapping) else {}
+    # Event content is frozen dicts all the way down: test the concrete type first, the
+    # slow ABC check only for other mappings.
+    return value if isinstance(value, dict) or isinstance(value, Mapping) else {}
 
 
 # --- creators ---------------------------------------------------------------------------
@@ -88,16 +90,33 @@ def creators_of(create: Event) -> frozenset[str]:
     v1-v10: ``content.creator``; v11: the create event's ``sender``; v12: the ``sender``
     plus every string in ``content.additional_creators``.
     """
+    # Asked for every event a room's auth checks see. From v3 the event ID is the hash of
+    # the redacted event, which keeps the sender and every creator field, so an ID always
+    # names the same creators and the answer can be remembered by it.
+    memo = create.room_version.event_format is not EventFormat.V1
+    if memo:
+        hit = _creators_memo.get(create.event_id)
+        if hit is not None:
+            return hit
     room_version = create.room_version
     if not room_version.implicit_room_creator:
         creator = create.content.get("creator")
-        return frozenset([creator]) if isinstance(creator, str) else frozenset()
-    result = {create.sender}
-    if room_version.privileged_creators:
-        extra = create.content.get("additional_creators")
-        if isinstance(extra, list | tuple):
-            result.update(user for user in extra if isinstance(user, str))
-    return frozenset(result)
+        creators = frozenset([creator]) if isinstance(creator, str) else frozenset()
+    else:
+        result = {create.sender}
+        if room_version.privileged_creators:
+            extra = create.content.get("additional_creators")
+            if isinstance(extra, list | tuple):
+                result.update(user for user in extra if isinstance(user, str))
+        creators = frozenset(result)
+    if memo:
+        if len(_creators_memo) >= 1024:
+            _creators_memo.clear()
+        _creators_memo[create.event_id] = creators
+    return creators
+
+
+_creators_memo: dict[str, frozenset[str]] = {}
 
 
 def get_creators(auth_state: AuthState) -> frozenset[str]:
