@@ -25,6 +25,7 @@ from ruma.protocol.events import (
     compute_reference_hash,
     required_signature_servers,
     verify_event_signatures,
+    verify_events_signatures,
 )
 from ruma.protocol.ids import RoomID
 from ruma.protocol.redaction import redact
@@ -509,6 +510,42 @@ class SignatureVerificationTests(SynchronousTestCase):
         pdu["signatures"]["hs"]["ed25519:k2"] = "garbage"
         pdu["signatures"]["hs"]["other:x"] = "garbage"
         verify_event_signatures(Event.from_pdu(pdu, RoomVersions.V10), keys_of(hs=KEY))
+
+
+class BatchSignatureTests(SynchronousTestCase):
+    """verify_events_signatures gives, per event, exactly what verify_event_signatures
+    raises (or not) for it."""
+
+    def test_same_answers_as_one_at_a_time(self) -> None:
+        events: list[Event] = []
+        for rv in ALL_VERSIONS:
+            room = Room(rv)
+            events.extend(room.events)
+            tampered = room.power.pdu()
+            tampered["content"]["users"] = {"@mallory:evil": 100}
+            events.append(Event.from_pdu(tampered, rv))
+            events.append(room.send("m.room.message", {}, sender="@bob:other"))
+            bad_b64 = room.power.pdu()
+            bad_b64["signatures"]["hs"]["ed25519:k1"] = "!!!"
+            events.append(Event.from_pdu(bad_b64, rv))
+            short = room.power.pdu()
+            short["signatures"]["hs"]["ed25519:k1"] = "AAAA"
+            events.append(Event.from_pdu(short, rv))
+            unsigned = room.power.pdu()
+            unsigned["signatures"] = {}
+            events.append(Event.from_pdu(unsigned, rv))
+        for get_key in (keys_of(hs=KEY), keys_of(), lambda s, k: OTHER_KEY.verify_key):
+            batch = verify_events_signatures(events, get_key)
+            self.assertEqual(len(batch), len(events))
+            for ev, got in zip(events, batch, strict=True):
+                try:
+                    verify_event_signatures(ev, get_key)
+                    expected = None
+                except SignatureError as e:
+                    expected = str(e)
+                self.assertEqual(None if got is None else str(got), expected, ev.event_id)
+        self.assertIn(None, verify_events_signatures(events, keys_of(hs=KEY)))
+        self.assertEqual(verify_events_signatures([], keys_of()), [])
 
 
 class AuthTypesTests(SynchronousTestCase):
