@@ -14,83 +14,17 @@
 
 import * as sdk from "matrix-js-sdk";
 
-for (const level of ["log", "info", "debug", "warn", "trace"]) {
-    console[level] = (...args) => console.error(...args);
-}
+import { expect, scenario } from "./harness.mjs";
 
-const [baseUrl, aliceName, alicePassword, bobName, bobPassword, timeoutArg] = process.argv.slice(2);
-if (!bobPassword) {
-    process.stderr.write("usage: node e2ee_scenario.mjs BASE_URL ALICE PASS BOB PASS [TIMEOUT_S]\n");
-    process.exit(2);
-}
-const deadline = Date.now() + 1000 * Number(timeoutArg || 120);
-const steps = [];
-
-class StepFailed extends Error {}
-
-function describe(err) {
-    if (err instanceof StepFailed) return err.message;
-    if (err && err.errcode) {
-        const where = err.url ? ` from ${new URL(err.url).pathname}` : "";
-        return `HTTP ${err.httpStatus} ${err.errcode}${where}: ${err.data?.error ?? ""}`;
-    }
-    return `${err?.name ?? "Error"}: ${err?.message ?? err}\n${(err?.stack ?? "").split("\n").slice(1, 4).join("\n")}`;
-}
-
-async function step(name, fn) {
-    try {
-        const detail = await fn();
-        steps.push({ name, ok: true, detail: detail ?? null });
-        process.stderr.write(`[js-e2ee] ${name}: ok\n`);
-        return detail;
-    } catch (err) {
-        steps.push({ name, ok: false, detail: describe(err) });
-        process.stderr.write(`[js-e2ee] ${name}: FAILED ${describe(err)}\n`);
-        throw new StepFailed(name);
-    }
-}
-
-function expect(condition, message) {
-    if (!condition) throw new StepFailed(message);
-}
-
-async function until(what, fn, timeoutMs = 30000) {
-    const end = Math.min(Date.now() + timeoutMs, deadline);
-    for (;;) {
-        const value = await fn();
-        if (value) return value;
-        if (Date.now() >= end) throw new StepFailed(`timed out waiting for ${what}`);
-        await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-}
-
-async function login(user, password) {
-    const anon = sdk.createClient({ baseUrl });
-    const response = await anon.loginRequest({
-        type: "m.login.password",
-        identifier: { type: "m.id.user", user },
-        password,
-        initial_device_display_name: "matrix-js-sdk e2ee interop",
-    });
-    return sdk.createClient({
-        baseUrl,
-        accessToken: response.access_token,
-        userId: response.user_id,
-        deviceId: response.device_id,
-        pendingEventOrdering: sdk.PendingEventOrdering.Detached,
-    });
-}
-
-async function waitPrepared(client) {
-    await until(`${client.getUserId()} to reach sync state PREPARED`, () => {
-        const state = client.getSyncState();
-        if (state === "ERROR") {
-            const err = client.getSyncStateData()?.error;
-            throw new StepFailed(`sync state ERROR: ${err ? describe(err) : "unknown"}`);
-        }
-        return state === "PREPARED" || state === "SYNCING";
-    });
-}
+const { users, clients, step, until, login, waitPrepared, run } = scenario({
+    script: "e2ee_scenario.mjs",
+    tag: "js-e2ee",
+    deviceName: "matrix-js-sdk e2ee interop",
+    timeoutS: 120,
+    waitMs: 30000,
+    pollMs: 100,
+});
+const { aliceName, alicePassword, bobName, bobPassword } = users;
 
 // The decrypted body of event `eventId` in `client`'s room, once it decrypts.
 async function decryptedBody(client, roomId, eventId) {
@@ -107,10 +41,9 @@ async function decryptedBody(client, roomId, eventId) {
     }, 45000);
 }
 
-const clients = [];
 let alice, bob, roomId;
 
-async function scenario() {
+async function encryptedChat() {
     await step("alice and bob log in as new devices", async () => {
         alice = await login(aliceName, alicePassword);
         bob = await login(bobName, bobPassword);
@@ -183,21 +116,4 @@ async function scenario() {
     });
 }
 
-async function main() {
-    const overall = new Promise((_, reject) =>
-        setTimeout(() => reject(new StepFailed("scenario deadline passed")), Math.max(0, deadline - Date.now()) + 5000).unref());
-    try {
-        await Promise.race([scenario(), overall]);
-    } catch (err) {
-        if (!(err instanceof StepFailed) || err.message === "scenario deadline passed") {
-            steps.push({ name: "scenario finished", ok: false, detail: describe(err) });
-        }
-    } finally {
-        for (const client of clients) client.stopClient();
-    }
-    const ok = steps.length > 0 && steps.every((s) => s.ok);
-    process.stdout.write(JSON.stringify({ ok, steps }) + "\n");
-    process.exit(0);
-}
-
-main();
+run(encryptedChat);

@@ -14,89 +14,18 @@
 
 import * as sdk from "matrix-js-sdk";
 
-// The SDK logs through console.*: keep stdout for the result alone.
-for (const level of ["log", "info", "debug", "warn", "trace"]) {
-    console[level] = (...args) => console.error(...args);
-}
+import { StepFailed, expect, scenario } from "./harness.mjs";
 
-const [baseUrl, aliceName, alicePassword, bobName, bobPassword, timeoutArg] = process.argv.slice(2);
-if (!bobPassword) {
-    process.stderr.write("usage: node scenario.mjs BASE_URL ALICE PASS BOB PASS [TIMEOUT_S]\n");
-    process.exit(2);
-}
-const deadline = Date.now() + 1000 * Number(timeoutArg || 90);
-const steps = [];
+const { users, clients, step, until, login, waitPrepared, run } = scenario({
+    script: "scenario.mjs",
+    tag: "js",
+    deviceName: "matrix-js-sdk interop",
+    timeoutS: 90,
+    waitMs: 15000,
+    pollMs: 50,
+});
+const { aliceName, alicePassword, bobName, bobPassword } = users;
 
-class StepFailed extends Error {}
-
-function describe(err) {
-    if (err instanceof StepFailed) return err.message;
-    if (err && err.errcode) {
-        const where = err.url ? ` from ${new URL(err.url).pathname}` : "";
-        return `HTTP ${err.httpStatus} ${err.errcode}${where}: ${err.data?.error ?? ""}`;
-    }
-    return `${err?.name ?? "Error"}: ${err?.message ?? err}\n${(err?.stack ?? "").split("\n").slice(1, 4).join("\n")}`;
-}
-
-async function step(name, fn, core) {
-    try {
-        const detail = await fn();
-        steps.push({ name, ok: true, detail: detail ?? null });
-        process.stderr.write(`[js] ${name}: ok\n`);
-        return detail;
-    } catch (err) {
-        steps.push({ name, ok: false, detail: describe(err) });
-        process.stderr.write(`[js] ${name}: FAILED ${describe(err)}\n`);
-        if (core) throw new StepFailed(name);
-        return undefined;
-    }
-}
-
-function expect(condition, message) {
-    if (!condition) throw new StepFailed(message);
-}
-
-// Poll the client's local state (fed by its own /sync loop) until fn() is truthy.
-async function until(what, fn, timeoutMs = 15000) {
-    const end = Math.min(Date.now() + timeoutMs, deadline);
-    for (;;) {
-        const value = fn();
-        if (value) return value;
-        if (Date.now() >= end) throw new StepFailed(`timed out waiting for ${what}`);
-        await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-}
-
-async function login(user, password) {
-    const anon = sdk.createClient({ baseUrl });
-    const response = await anon.loginRequest({
-        type: "m.login.password",
-        identifier: { type: "m.id.user", user },
-        password,
-        initial_device_display_name: "matrix-js-sdk interop",
-    });
-    return sdk.createClient({
-        baseUrl,
-        accessToken: response.access_token,
-        userId: response.user_id,
-        deviceId: response.device_id,
-        // Like Element: local echoes wait aside, the timeline keeps the server's order.
-        pendingEventOrdering: sdk.PendingEventOrdering.Detached,
-    });
-}
-
-async function waitPrepared(client) {
-    await until(`${client.getUserId()} to reach sync state PREPARED`, () => {
-        const state = client.getSyncState();
-        if (state === "ERROR") {
-            const err = client.getSyncStateData()?.error;
-            throw new StepFailed(`sync state ERROR: ${err ? describe(err) : "unknown"}`);
-        }
-        return state === "PREPARED" || state === "SYNCING";
-    }, 30000);
-}
-
-const clients = [];
 let alice, bob, roomId;
 const sent = [];
 
@@ -259,22 +188,7 @@ async function checks() {
     }, false);
 }
 
-async function main() {
-    const overall = new Promise((_, reject) =>
-        setTimeout(() => reject(new StepFailed("scenario deadline passed")), Math.max(0, deadline - Date.now()) + 5000).unref());
-    try {
-        await Promise.race([(async () => { await core(); await checks(); })(), overall]);
-    } catch (err) {
-        if (!(err instanceof StepFailed) || err.message === "scenario deadline passed") {
-            steps.push({ name: "scenario finished", ok: false, detail: describe(err) });
-        }
-    } finally {
-        for (const client of clients) client.stopClient();
-    }
-    const ok = steps.length > 0 && steps.every((s) => s.ok);
-    process.stdout.write(JSON.stringify({ ok, steps }) + "\n");
-    // Stopped clients may leave an aborted long-poll behind; do not wait for it.
-    process.exit(0);
-}
-
-main();
+run(async () => {
+    await core();
+    await checks();
+});
