@@ -20,15 +20,8 @@ import os
 from dataclasses import dataclass, field
 
 from ruma.config import ConfigError, ConfigReader, HomeserverConfig
+from ruma.outbound_http import DEFAULT_IP_RANGE_DENYLIST
 from ruma.protocol.ids import is_valid_server_name
-
-DEFAULT_IP_RANGE_BLACKLIST = (
-    "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
-    "192.0.0.0/24", "169.254.0.0/16", "192.88.99.0/24", "198.18.0.0/15", "192.0.2.0/24",
-    "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "0.0.0.0/8", "240.0.0.0/4",
-    "::1/128", "::/128", "fe80::/10", "fc00::/7", "2001:db8::/32", "ff00::/8", "fec0::/10",
-    "64:ff9b::/96", "::ffff:0:0/96",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +34,7 @@ class TrustedKeyServerConfig:
 class FederationConfig:
     verify_certificates: bool = True
     custom_ca_pems: tuple[bytes, ...] = ()
-    ip_range_blacklist: tuple[str, ...] = DEFAULT_IP_RANGE_BLACKLIST
+    ip_range_blacklist: tuple[str, ...] = DEFAULT_IP_RANGE_DENYLIST
     ip_range_whitelist: tuple[str, ...] = ()
     domain_whitelist: frozenset[str] | None = None
     trusted_key_servers: tuple[TrustedKeyServerConfig, ...] = ()
@@ -107,7 +100,7 @@ def parse_federation_config(config: HomeserverConfig) -> FederationConfig:
     return FederationConfig(
         verify_certificates=r.get_bool("federation_verify_certificates", True),
         custom_ca_pems=tuple(pems),
-        ip_range_blacklist=ranges("ip_range_blacklist", DEFAULT_IP_RANGE_BLACKLIST),
+        ip_range_blacklist=ranges("ip_range_blacklist", DEFAULT_IP_RANGE_DENYLIST),
         ip_range_whitelist=ranges("ip_range_whitelist", ()),
         domain_whitelist=whitelist,
         trusted_key_servers=tuple(trusted),
