@@ -7,33 +7,24 @@ rows (appending is idempotent, so the bus's at-least-once replay after a crash q
 nothing twice). It never waits for an appservice: a slow or dead appservice holds up only its
 own queue, never the bus or the other appservices.
 
-Each appservice then has a :class:`Delivery` machine (automat)::
-
-    Up ──wake──▶ Sending ──drained──▶ Up
-                    │ failed
-                    ▼
-    Down ──retry timer──▶ Recovering ──drained──▶ Up
-      ▲                       │ failed
-      └───────────────────────┘
-
-Sending and Recovering run the same loop: fix the next transaction in the database (its ID
-and its items; see ``ruma.storage.appservice``), send it, and record its acceptance, until the
-queue is empty. A failure (error status, timeout, refused connection) leaves the transaction
-fixed and moves to Down, whose timer grows exponentially (:class:`Backoff`) on the injected
-clock; the retry sends the same transaction ID with the same items. Restarting Ruma picks up
-the fixed transaction and the queue from the database.
+Each appservice then has a delivery machine (:mod:`ruma.delivery`, the one federation
+destinations use too): up, sending, backing off, catching up. Its loop fixes the next
+transaction in the database (its ID and its items; see ``ruma.storage.appservice``), sends it,
+and records its acceptance, until the queue is empty. A failure (error status, timeout,
+refused connection) leaves the transaction fixed and backs off, exponentially
+(:class:`Backoff`) on the injected clock; the retry sends the same transaction ID with the
+same items, and a ping the appservice answers ends the backoff at once. Restarting Ruma picks
+up the fixed transaction and the queue from the database.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from automat import TypeMachineBuilder, pep614
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.task import deferLater
+from twisted.internet.defer import DeferredList
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ruma.appservice.namespaces import Interest, Registry
@@ -41,20 +32,14 @@ from ruma.appservice.pusher import transaction_body
 from ruma.appservice.registration import Registration
 from ruma.backoff import ExponentialBackoff
 from ruma.bus import DurableSubscriber, EventBus, StreamRow
+from ruma.delivery import DeliveryCore, DeliveryInputs, make_delivery
 from ruma.handlers.typing import TypingHandler
 from ruma.storage.appservice import EPHEMERAL, EVENT, AppserviceStore, PendingTxn, QueueItem
 from ruma.storage.events import EventStore
 from ruma.storage.presence import PresenceStore
 from ruma.storage.receipts import UNTHREADED, ReceiptStore
 
-__all__ = [
-    "AppservicePusher",
-    "Backoff",
-    "Delivery",
-    "DeliveryCore",
-    "TransactionSink",
-    "make_delivery",
-]
+__all__ = ["AppservicePusher", "Backoff", "TransactionSink"]
 
 SUBSCRIBER_NAME = "appservice_pusher"
 # Items per transaction (Synapse sends up to 100 events and 100 ephemeral events).
@@ -76,165 +61,6 @@ class Backoff(ExponentialBackoff):
     initial: float = 2.0
     maximum: float = 300.0
     jitter: float = 0.1
-
-
-# -- the per-appservice machine ----------------------------------------------------------
-
-
-class Delivery(Protocol):
-    """What callers may tell an appservice's delivery loop."""
-
-    def wake(self) -> None:
-        """Something new is queued."""
-
-    def retry_now(self) -> None:
-        """The appservice showed it is up (it answered a ping): stop backing off."""
-
-    def stop(self) -> Deferred[None]:
-        """Stop sending (a fixed transaction stays in the database); fires once stopped."""
-
-    def _drained(self) -> None:
-        """Everything queued was delivered."""
-
-    def _failed(self, delay: float) -> None:
-        """A transaction was not delivered; retry after ``delay`` seconds."""
-
-    def _retry(self) -> None:
-        """The backoff timer fired."""
-
-
-@dataclass
-class DeliveryCore:
-    as_id: str
-    clock: IReactorTime
-    # Send one transaction: True if one was delivered, False if the queue was empty.
-    transmit: Callable[[], Awaitable[bool]]
-    # Record (failures, retry_at_ms); failures 0 means up.
-    record: Callable[[int, int | None], Awaitable[None]]
-    backoff: Backoff = field(default_factory=Backoff)
-    failures: int = 0
-    more: bool = False
-    log: Logger = field(default_factory=lambda: Logger(namespace=__name__))
-    # Observers for tests and metrics.
-    on_backoff: Callable[[float], None] | None = None
-    on_up: Callable[[], None] | None = None
-
-
-async def _loop(c: Delivery, s: DeliveryCore) -> None:
-    try:
-        await deferLater(s.clock, 0, lambda: None)  # never inside the starting transition
-        while True:
-            s.more = False
-            if await s.transmit():
-                if s.failures:
-                    s.log.info(
-                        "appservice {as_id} is reachable again after {failures} failures",
-                        as_id=s.as_id,
-                        failures=s.failures,
-                    )
-                    s.failures = 0
-                    await s.record(0, None)
-                    if s.on_up is not None:
-                        s.on_up()
-                continue
-            if not s.more:
-                break
-    except CancelledError:
-        return
-    except Exception as e:
-        s.failures += 1
-        delay = s.backoff.delay(s.failures)
-        s.log.warn(
-            "appservice {as_id}: {error}; attempt {failures} failed, retrying in {delay}s",
-            as_id=s.as_id,
-            error=str(e) or repr(e),
-            failures=s.failures,
-            delay=round(delay, 1),
-        )
-        try:
-            await s.record(s.failures, int((s.clock.seconds() + delay) * 1000))
-        except CancelledError:
-            return
-        except Exception:
-            s.log.failure("recording the backoff of {as_id}", as_id=s.as_id)
-        c._failed(delay)
-        return
-    c._drained()
-
-
-def _start_loop(c: Delivery, s: DeliveryCore) -> Deferred[None]:
-    d = Deferred.fromCoroutine(_loop(c, s))
-    d.addErrback(lambda f: s.log.failure("delivery loop of {as_id}", f, as_id=s.as_id))
-    return d
-
-
-def _start_timer(c: Delivery, s: DeliveryCore, delay: float) -> IDelayedCall:
-    if s.on_backoff is not None:
-        s.on_backoff(delay)
-    return s.clock.callLater(delay, c._retry)
-
-
-def _build() -> Callable[[DeliveryCore], Delivery]:
-    m = TypeMachineBuilder(Delivery, DeliveryCore)
-    Up = m.state("Up")
-    Sending = m.state("Sending", _start_loop)
-    Down = m.state("Down", _start_timer)
-    Recovering = m.state("Recovering", _start_loop)
-    Stopped = m.state("Stopped")
-
-    Up.upon(Delivery.wake).to(Sending).returns(None)
-
-    @pep614(Sending.upon(Delivery.wake, nodata=True).loop())
-    @pep614(Recovering.upon(Delivery.wake, nodata=True).loop())
-    def again(c: Delivery, s: DeliveryCore) -> None:
-        s.more = True
-
-    Sending.upon(Delivery._drained).to(Up).returns(None)
-    Sending.upon(Delivery._failed).to(Down).returns(None)
-    Down.upon(Delivery.wake).loop().returns(None)  # the timer decides when to try again
-    Down.upon(Delivery._retry).to(Recovering).returns(None)
-    Recovering.upon(Delivery._failed).to(Down).returns(None)
-
-    @pep614(Recovering.upon(Delivery._drained).to(Up))
-    def recovered(c: Delivery, s: DeliveryCore, running: Deferred[None]) -> None:
-        s.log.info("appservice {as_id} has caught up", as_id=s.as_id)
-
-    @pep614(Down.upon(Delivery.retry_now).to(Recovering))
-    def retry_now(c: Delivery, s: DeliveryCore, timer: IDelayedCall) -> None:
-        if timer.active():
-            timer.cancel()
-        s.log.info("appservice {as_id} answered: retrying now", as_id=s.as_id)
-
-    for state in (Up, Sending, Recovering):
-        state.upon(Delivery.retry_now).loop().returns(None)
-
-    @pep614(Up.upon(Delivery.stop).to(Stopped))
-    @pep614(Stopped.upon(Delivery.stop).loop())
-    def stopped(c: Delivery, s: DeliveryCore) -> Deferred[None]:
-        return succeed(None)
-
-    @pep614(Sending.upon(Delivery.stop).to(Stopped))
-    @pep614(Recovering.upon(Delivery.stop).to(Stopped))
-    def stop_loop(c: Delivery, s: DeliveryCore, running: Deferred[None]) -> Deferred[None]:
-        done: Deferred[None] = Deferred()
-        running.addBoth(lambda _: done.callback(None) if not done.called else None)
-        running.cancel()
-        return done
-
-    @pep614(Down.upon(Delivery.stop).to(Stopped))
-    def stop_timer(c: Delivery, s: DeliveryCore, timer: IDelayedCall) -> Deferred[None]:
-        if timer.active():
-            timer.cancel()
-        return succeed(None)
-
-    for inp in (
-        Delivery.wake, Delivery.retry_now, Delivery._drained, Delivery._failed, Delivery._retry
-    ):
-        Stopped.upon(inp).loop().returns(None)
-    return m.build()
-
-
-make_delivery: Callable[[DeliveryCore], Delivery] = _build()
 
 
 # -- the shared subscriber ---------------------------------------------------------------
@@ -271,7 +97,7 @@ class AppservicePusher(DurableSubscriber):
         self._receipts = receipts
         self._presence = presence
         self._backoff = backoff if backoff is not None else Backoff()
-        self._deliveries: dict[str, Delivery] = {}
+        self._deliveries: dict[str, DeliveryInputs] = {}
         self._cores: dict[str, DeliveryCore] = {}
         self._stopping = False
         # Observers (tests, metrics): (as_id, delay) on each backoff.
@@ -288,11 +114,11 @@ class AppservicePusher(DurableSubscriber):
     def delivering_to(self) -> list[str]:
         return sorted(self._sinks)
 
-    def _delivery(self, as_id: str, failures: int = 0) -> Delivery:
+    def _delivery(self, as_id: str, failures: int = 0) -> DeliveryInputs:
         d = self._deliveries.get(as_id)
         if d is None:
             core = DeliveryCore(
-                as_id=as_id,
+                name=f"appservice {as_id}",
                 clock=self._clock,
                 transmit=lambda: self._transmit(as_id),
                 record=lambda f, at: self.store.set_backoff(as_id, f, at),
@@ -322,7 +148,7 @@ class AppservicePusher(DurableSubscriber):
         """``as_id`` just answered us (a ping): if its delivery is backing off, retry now."""
         if not self._stopping and as_id in self._sinks:
             delivery = self._delivery(as_id)
-            delivery.retry_now()
+            delivery.peer_is_back()
             delivery.wake()
 
     async def _transmit(self, as_id: str) -> bool:

@@ -1,4 +1,5 @@
-"""The per-destination delivery state machine and its backoff, with a scripted transmitter.
+"""The per-destination delivery state machine (ruma.delivery, shared with the appservices)
+and the federation backoff, with a scripted transmitter.
 
 The machine's state is never inspected: each test sends inputs and watches the outputs
 (transmit calls, timers on the clock, backoff records), as callers would.
@@ -10,13 +11,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from ruma.federation.sender.destination import (
-    Backoff,
-    DestinationCore,
-    DestinationInputs,
-    RetryLater,
-    make_destination,
-)
+from ruma.delivery import DeliveryCore, DeliveryInputs, RetryLater, make_delivery
+from ruma.federation.sender.destination import Backoff
 
 
 class Script:
@@ -45,8 +41,8 @@ class DestinationTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = MemoryReactorClock()
         self.script = Script()
-        self.dest: DestinationInputs = make_destination(
-            DestinationCore(
+        self.dest: DeliveryInputs = make_delivery(
+            DeliveryCore(
                 name="remote.test",
                 clock=self.clock,
                 transmit=self.script.transmit,

@@ -28,12 +28,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ruma.bus import DurableSubscriber, EventBus, StreamRow
-from ruma.federation.sender.destination import (
-    Backoff,
-    DestinationCore,
-    DestinationInputs,
-    make_destination,
-)
+from ruma.delivery import DeliveryCore, DeliveryInputs, make_delivery
+from ruma.federation.sender.destination import Backoff
 from ruma.federation.sender.edus import EduSource
 from ruma.federation.sender.hosts import RoomHosts, server_of
 from ruma.federation.sender.transactions import TransactionClient, Transmitter
@@ -81,7 +77,7 @@ class FederationSender(DurableSubscriber):
             txn_timeout=txn_timeout,
         )
         self._sources: dict[str, list[EduSource]] = {}
-        self._destinations: dict[str, DestinationInputs] = {}
+        self._destinations: dict[str, DeliveryInputs] = {}
         self._stopping = False
         # Observers (metrics, tests): called with (destination, delay) on each backoff.
         self.on_backoff: Callable[[str, float], None] | None = None
@@ -108,12 +104,12 @@ class FederationSender(DurableSubscriber):
         ``send_join``) on to the room's other servers. Call it before persisting the event."""
         await self.store.add_relay(event_id, origin)
 
-    def destination(self, server_name: str, failures: int = 0) -> DestinationInputs:
+    def destination(self, server_name: str, failures: int = 0) -> DeliveryInputs:
         """The delivery loop of ``server_name`` (created on first use)."""
         dest = self._destinations.get(server_name)
         if dest is None:
-            dest = make_destination(
-                DestinationCore(
+            dest = make_delivery(
+                DeliveryCore(
                     name=server_name,
                     clock=self._clock,
                     transmit=lambda: self.transmitter.transmit(server_name),
