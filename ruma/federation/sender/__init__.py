@@ -2,7 +2,8 @@
 
 - :mod:`.sender`: :class:`FederationSender`, the durable bus subscriber deciding who is owed
   what, with one delivery loop per destination;
-- :mod:`.destination`: that loop's state machine (idle, sending, backing off, catching up);
+- :mod:`.destination`: that loop's retry schedule; the loop itself is the state machine of
+  :mod:`ruma.delivery` (idle, sending, backing off, catching up), shared with appservices;
 - :mod:`.transactions`: batching the queue into ``PUT /send/{txnId}``;
 - :mod:`.edus`: typing, receipts and presence of local users;
 - :mod:`.hosts`: which servers are in a room.

@@ -12,7 +12,7 @@ adds nothing twice):
   other :class:`~ruma.federation.sender.edus.EduSource` plugged in.
 
 Never to ourselves, and only to allowed servers (``federation_domain_whitelist``).
-Each destination (:mod:`ruma.federation.sender.destination`) then sends its queue in
+Each destination (a :mod:`ruma.delivery` machine) then sends its queue in
 transactions (:mod:`ruma.federation.sender.transactions`), backing off while the server is
 down; its acknowledged position is in the database, so neither a restart nor an outage
 loses or repeats anything.
