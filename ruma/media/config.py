@@ -46,7 +46,7 @@ class MediaConfig:
     max_pending_media_uploads: int = 5
     unused_expiration_time_ms: int = 24 * 3600 * 1000
     url_preview_enabled: bool = False
-    # None: the default private/reserved ranges (ruma.federation.http's deny list).
+    # None: the default private/reserved ranges (ruma.outbound_http's deny list).
     url_preview_ip_range_blacklist: tuple[str, ...] | None = None
     url_preview_ip_range_whitelist: tuple[str, ...] = ()
     max_spider_size: int = 10 * 1024 * 1024
