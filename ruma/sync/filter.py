@@ -77,6 +77,19 @@ class EventFilter:
             return False
         return self.rooms is None or room_id in self.rooms
 
+    @property
+    def matches_everything(self) -> bool:
+        """Whether :meth:`matches` is true for every event (nothing to check per event)."""
+        return (
+            self.types is None
+            and not self.not_types
+            and self.senders is None
+            and not self.not_senders
+            and self.rooms is None
+            and not self.not_rooms
+            and self.contains_url is None
+        )
+
     def filter(self, events: Iterable[JsonDict]) -> list[JsonDict]:
         return [e for e in events if self.matches(e)]
 
@@ -208,9 +221,7 @@ def parse_event_filter(obj: JsonDict, where: str = "") -> EventFilter:
         contains_url=_bool(obj, "contains_url", where, None),
         lazy_load_members=bool(_bool(obj, "lazy_load_members", where, False)),
         include_redundant_members=bool(_bool(obj, "include_redundant_members", where, False)),
-        unread_thread_notifications=bool(
-            _bool(obj, "unread_thread_notifications", where, False)
-        ),
+        unread_thread_notifications=bool(_bool(obj, "unread_thread_notifications", where, False)),
     )
 
 

@@ -27,15 +27,18 @@ from ruma.handlers.push_rules import push_rules_account_data
 from ruma.handlers.receipts import receipt_event
 from ruma.handlers.typing import TypingHandler
 from ruma.protocol.events import Event, StateKey
-from ruma.rooms.serialize import Bundler, serialize_event
+from ruma.rooms.serialize import Bundler, serialize_event, txn_scope
 from ruma.rooms.visibility import filter_events_for_user
 from ruma.storage.account_data import AccountDataStore
 from ruma.storage.events import EventStore, TxnIdKey
 from ruma.storage.receipts import ReceiptStore
 from ruma.storage.sync import SyncStore
+from ruma.sync.event_cache import CachedEvent, ClientEventCache, stamp_of, to_cached
 from ruma.sync.filter import DEFAULT_TIMELINE_LIMIT, EventFilter, Filter
 from ruma.sync.notifier import SyncNotifier
+from ruma.sync.state_cache import StateGroupCache
 from ruma.sync.tokens import StreamToken
+from ruma.sync.visibility import visible_event_ids
 
 JsonDict = dict[str, Any]
 
@@ -173,6 +176,9 @@ class SyncHandler:
         self.push: PushSource | None = None
         # Bundled aggregations of timeline events (ruma.rooms.relations; set by ruma.tap).
         self.relations: Bundler | None = None
+        # What initial syncs read again and again: events in client form, state groups.
+        self._client_events = ClientEventCache()
+        self._state_groups = StateGroupCache()
 
     # -- entry point ---------------------------------------------------------------------
 
@@ -274,6 +280,12 @@ class SyncHandler:
         if self.push is not None:
             joined_plans = [r for r, p in plans.items() if p.section == "join"]
             unread = await self.push.unread_counts(req.user_id, joined_plans)
+        with_timeline = [
+            p
+            for r, p in sorted(plans.items())
+            if room_filter.room_allowed(r) and p.section not in ("invite", "knock")
+        ]
+        bodies = await self._room_sections(req, with_timeline, full)
         for room_id in sorted(plans):
             plan = plans[room_id]
             if not room_filter.room_allowed(room_id):
@@ -281,7 +293,7 @@ class SyncHandler:
             if plan.section == "invite" or plan.section == "knock":
                 resp.rooms[plan.section][room_id] = await self._stripped_section(req, plan)
                 continue
-            body = await self._room_section(req, plan, full)
+            body = bodies[room_id]
             if plan.section == "join":
                 eph: list[JsonDict] = []
                 if room_id in ephemeral_changed:
@@ -364,7 +376,12 @@ class SyncHandler:
             elif membership in _LEFT:
                 was_in = prev == _JOINED or _JOINED in memberships[:-1]
                 plans[room_id] = _RoomPlan(
-                    room_id, "leave", event_id, pos, since if prev == _JOINED else None, since,
+                    room_id,
+                    "leave",
+                    event_id,
+                    pos,
+                    since if prev == _JOINED else None,
+                    since,
                     was_in,
                 )
                 if room_id in joined:
@@ -372,106 +389,216 @@ class SyncHandler:
         return plans, joined
 
     # -- room sections -------------------------------------------------------------------
+    #
+    # Every room's section needs the same reads (its timeline, the state at the timeline's
+    # start, its members, the state events); each step below does them for all rooms at once.
 
-    async def _room_section(self, req: SyncRequest, plan: _RoomPlan, full: bool) -> JsonDict:
+    async def _room_sections(
+        self, req: SyncRequest, plans: Sequence[_RoomPlan], full: bool
+    ) -> dict[str, JsonDict]:
+        if not plans:
+            return {}
         room_filter = req.filter.room
-        timeline_filter = room_filter.timeline
-        limit = timeline_filter.limit_or(DEFAULT_TIMELINE_LIMIT)
-        since = None if full else plan.since
-        if plan.in_room_during:
-            timeline = await self._timeline(
-                req.user_id, plan.room_id, plan.timeline_since or 0, plan.upto, limit,
-                timeline_filter,
-            )
-        else:
-            own = await self._events.get_events([plan.event_id])
-            evs = [(plan.upto, own[plan.event_id])] if plan.event_id in own else []
-            timeline = _Timeline(evs, False, plan.upto - 1)
-        start = timeline.events[0][0] - 1 if timeline.events else plan.upto
-        timeline_ids = {e.event_id for _, e in timeline.events}
         state_filter = room_filter.state
         lazy = state_filter.lazy_load_members
-        state_start = await self._events.get_state_ids_at(plan.room_id, start)
-        state_since: Mapping[StateKey, str] = {}
-        if since is not None:
-            state_since = await self._events.get_state_ids_at(plan.room_id, since)
+        timelines = await self._timelines(req, plans)
 
-        summary: JsonDict | None = None
-        member_changed = any(e.type == "m.room.member" for _, e in timeline.events) or since is None
-        heroes: list[str] = []
-        if plan.section == "join" and (member_changed or state_start != state_since):
-            members = await self._events.get_current_members(plan.room_id)
-            summary, heroes = await self._summary(plan.room_id, req.user_id, members)
+        def since_of(plan: _RoomPlan) -> int | None:
+            return None if full else plan.since
 
-        wanted_members: set[str] | None = None
-        if lazy:
-            wanted_members = {e.sender for _, e in timeline.events} | set(heroes) | {req.user_id}
+        def start_of(plan: _RoomPlan) -> int:
+            events = timelines[plan.room_id].events
+            return events[0][0] - 1 if events else plan.upto
 
-        def pick(state: Mapping[StateKey, str], base: Mapping[StateKey, str]) -> dict[StateKey, str]:
-            out: dict[StateKey, str] = {}
-            for key, event_id in state.items():
-                if event_id in timeline_ids:
-                    continue
-                is_member = key[0] == "m.room.member"
-                if is_member and wanted_members is not None:
-                    if key[1] in wanted_members:
-                        out[key] = event_id  # lazy loading: always resend what is needed
-                    continue
-                if base.get(key) != event_id:
-                    out[key] = event_id
-            return out
+        points: set[tuple[str, int]] = set()
+        for plan in plans:
+            points.add((plan.room_id, start_of(plan)))
+            since = since_of(plan)
+            if since is not None:
+                points.add((plan.room_id, since))
+            if req.use_state_after:
+                points.add((plan.room_id, plan.upto))
+        states = await self._states_at(points)
 
-        body: JsonDict = {}
-        if req.use_state_after:
-            end_state = await self._events.get_state_ids_at(plan.room_id, plan.upto)
-            chosen = pick(end_state, state_since)
-            # state_after includes state events of the timeline too (MSC4222).
-            for key, event_id in end_state.items():
-                if event_id in timeline_ids and state_since.get(key) != event_id:
-                    chosen[key] = event_id
-            events = await self._state_events(req, chosen, state_filter)
-            body["org.matrix.msc4222.state_after"] = {"events": events}
-        else:
-            chosen = pick(state_start, state_since)
-            body["state"] = {"events": await self._state_events(req, chosen, state_filter)}
-
-        body["timeline"] = {
-            "events": await self._serialize_timeline(req, timeline.events),
-            "limited": timeline.limited,
-            "prev_batch": str(StreamToken(max(timeline.prev_batch, 0))),
+        # Summaries (and lazy loading's heroes) for joined rooms whose members may have changed.
+        summary_rooms: list[str] = []
+        for plan in plans:
+            since = since_of(plan)
+            events = timelines[plan.room_id].events
+            member_changed = since is None or any(e.type == "m.room.member" for _, e in events)
+            state_since = states.get((plan.room_id, since), {}) if since is not None else {}
+            if plan.section == "join" and (
+                member_changed or states[(plan.room_id, start_of(plan))] != state_since
+            ):
+                summary_rooms.append(plan.room_id)
+        member_ids = await self._sync_store.get_current_member_ids(summary_rooms)
+        known = await self._cached_events(
+            [eid for users in member_ids.values() for eid, _ in users.values()], {}
+        )
+        summaries: dict[str, tuple[JsonDict, list[str]]] = {
+            room_id: _summary(req.user_id, member_ids[room_id], known) for room_id in summary_rooms
         }
-        if summary is not None:
-            body["summary"] = summary
-        return body
+
+        chosen_by_room: dict[str, dict[StateKey, str]] = {}
+        for plan in plans:
+            room_id = plan.room_id
+            since = since_of(plan)
+            events = timelines[room_id].events
+            timeline_ids = {e.event_id for _, e in events}
+            state_since = states.get((room_id, since), {}) if since is not None else {}
+            wanted_members: set[str] | None = None
+            if lazy:
+                heroes = summaries[room_id][1] if room_id in summaries else []
+                wanted_members = {e.sender for _, e in events} | set(heroes) | {req.user_id}
+            if req.use_state_after:
+                end_state = states[(room_id, plan.upto)]
+                chosen = _pick(end_state, state_since, timeline_ids, wanted_members)
+                # state_after includes state events of the timeline too (MSC4222).
+                for key, event_id in end_state.items():
+                    if event_id in timeline_ids and state_since.get(key) != event_id:
+                        chosen[key] = event_id
+            else:
+                chosen = _pick(
+                    states[(room_id, start_of(plan))], state_since, timeline_ids, wanted_members
+                )
+            chosen_by_room[room_id] = chosen
+        state_events = await self._state_events(req, chosen_by_room, state_filter, known)
+        timeline_events = await self._serialize_timelines(
+            req, {r: t.events for r, t in timelines.items()}
+        )
+
+        bodies: dict[str, JsonDict] = {}
+        for plan in plans:
+            room_id = plan.room_id
+            timeline = timelines[room_id]
+            body: JsonDict = {}
+            state_key = "org.matrix.msc4222.state_after" if req.use_state_after else "state"
+            body[state_key] = {"events": state_events[room_id]}
+            body["timeline"] = {
+                "events": timeline_events[room_id],
+                "limited": timeline.limited,
+                "prev_batch": str(StreamToken(max(timeline.prev_batch, 0))),
+            }
+            if room_id in summaries:
+                body["summary"] = summaries[room_id][0]
+            bodies[room_id] = body
+        return bodies
+
+    async def _states_at(
+        self, points: Collection[tuple[str, int]]
+    ) -> dict[tuple[str, int], Mapping[StateKey, str]]:
+        """``(room, position) -> state ids`` as ``EventStore.get_state_ids_at`` reads them."""
+        groups = await self._sync_store.get_state_groups_at(points)
+        loaded: dict[int, Mapping[StateKey, str]] = {}
+        missing: list[int] = []
+        for group in set(groups.values()):
+            cached = self._state_groups.get(group)
+            if cached is None:
+                missing.append(group)
+            else:
+                loaded[group] = cached
+        fresh = await self._sync_store.load_state_groups(self._events.state, missing)
+        for group, state in fresh.items():
+            self._state_groups.put(group, state)
+        loaded.update(fresh)
+        empty: Mapping[StateKey, str] = {}
+        return {p: loaded[groups[p]] if p in groups else empty for p in points}
+
+    async def _timelines(
+        self, req: SyncRequest, plans: Sequence[_RoomPlan]
+    ) -> dict[str, _Timeline]:
+        timeline_filter = req.filter.room.timeline
+        limit = timeline_filter.limit_or(DEFAULT_TIMELINE_LIMIT)
+        page = _page_size(limit)
+        # Every room's first page in one read, judged for visibility in one go; a room whose
+        # first page is not enough continues page by page in _timeline.
+        ranges = [
+            (p.room_id, p.timeline_since or 0, p.upto)
+            for p in plans
+            if p.in_room_during and p.upto > (p.timeline_since or 0)
+        ]
+        rows = await self._sync_store.get_timeline_pages(ranges, page)
+        found = await self._events.get_events(
+            [eid for page_rows in rows.values() for eid, _ in page_rows], allow_rejected=True
+        )
+        pages = {
+            room_id: [(pos, found[eid]) for eid, pos in page_rows if eid in found]
+            for room_id, page_rows in rows.items()
+        }
+        candidates = [
+            e
+            for page_events in pages.values()
+            for _, e in page_events
+            if timeline_filter.matches_everything or timeline_filter.matches(_filter_view(e))
+        ]
+        visible = await visible_event_ids(
+            self._events, self._sync_store, req.user_id, candidates, self._state_groups.get
+        )
+        out: dict[str, _Timeline] = {}
+        for plan in plans:
+            if plan.in_room_during:
+                out[plan.room_id] = await self._timeline(
+                    req.user_id,
+                    plan.room_id,
+                    plan.timeline_since or 0,
+                    plan.upto,
+                    limit,
+                    timeline_filter,
+                    pages.get(plan.room_id, []),
+                    visible,
+                )
+            else:
+                own = await self._events.get_events([plan.event_id])
+                evs = [(plan.upto, own[plan.event_id])] if plan.event_id in own else []
+                out[plan.room_id] = _Timeline(evs, False, plan.upto - 1)
+        return out
 
     async def _timeline(
-        self, user_id: str, room_id: str, since: int, upto: int, limit: int, flt: EventFilter
+        self,
+        user_id: str,
+        room_id: str,
+        since: int,
+        upto: int,
+        limit: int,
+        flt: EventFilter,
+        first_page: list[tuple[int, Event]] | None = None,
+        first_visible: Collection[str] = (),
     ) -> _Timeline:
         """The newest ``limit`` events matching ``flt`` that ``user_id`` may see, in
-        ``(since, upto]``."""
+        ``(since, upto]``; ``first_page`` (with the IDs of its visible events) is the first
+        page already read."""
         picked: list[tuple[int, Event]] = []
         cursor = upto
-        page = max(limit * 2, 20)
+        page = _page_size(limit)
         limited = False
         while cursor > since:
-            batch = await self._events.get_room_events(
-                room_id, from_pos=since, to_pos=cursor, limit=page, backwards=True
-            )
+            known: Collection[str] | None = None
+            if first_page is not None:
+                batch, known, first_page = first_page, first_visible, None
+            else:
+                batch = await self._events.get_room_events(
+                    room_id, from_pos=since, to_pos=cursor, limit=page, backwards=True
+                )
             if not batch:
                 break
-            wanted = [(p, e) for p, e in batch if flt.matches(_filter_view(e))]
+            wanted = [
+                (p, e) for p, e in batch if flt.matches_everything or flt.matches(_filter_view(e))
+            ]
             i = 0
             while i < len(wanted) and not limited:
                 # Judge visibility only for as many events as can still be used (one more
                 # tells 'limited'): each state group judged costs database reads.
                 chunk = wanted[i : i + limit - len(picked) + 1]
                 i += len(chunk)
-                visible = {
-                    e.event_id
-                    for e in await filter_events_for_user(
-                        self._events, user_id, [e for _, e in chunk]
-                    )
-                }
+                if known is not None:
+                    visible: Collection[str] = known
+                else:
+                    visible = {
+                        e.event_id
+                        for e in await filter_events_for_user(
+                            self._events, user_id, [e for _, e in chunk]
+                        )
+                    }
                 for pos, ev in chunk:
                     if ev.event_id in visible:
                         if len(picked) == limit:
@@ -485,71 +612,100 @@ class SyncHandler:
         prev_batch = picked[0][0] - 1 if picked else (since if since else upto)
         return _Timeline(picked, limited, prev_batch)
 
+    async def _cached_events(
+        self, event_ids: Collection[str], known: Mapping[str, CachedEvent]
+    ) -> dict[str, CachedEvent]:
+        """The (accepted) events of ``event_ids`` in cached client form; ``known`` holds
+        entries already looked up in this response. Returns those and ``known``'s."""
+        out = dict(known)
+        ids = [eid for eid in dict.fromkeys(event_ids) if eid not in out]
+        stamps = await self._sync_store.get_event_stamps(ids)
+        missing: list[str] = []
+        for eid in ids:
+            row = stamps.get(eid)
+            if row is None or row[2]:
+                continue  # unknown or rejected: get_events leaves it out too
+            entry = self._client_events.get(eid, (row[0], row[1]))
+            if entry is None:
+                missing.append(eid)
+            else:
+                out[eid] = entry
+        events = await self._events.get_events(missing)
+        for eid, event in events.items():
+            row = stamps[eid]
+            entry = to_cached(event, (row[0], row[1]))
+            if stamp_of(event) == entry.stamp:
+                self._client_events.put(entry)
+            out[eid] = entry
+        return out
+
     async def _state_events(
-        self, req: SyncRequest, state: Mapping[StateKey, str], flt: EventFilter
-    ) -> list[JsonDict]:
-        if not state:
-            return []
-        events = await self._events.get_events(state.values())
-        out = [e for e in events.values() if flt.matches(_filter_view(e))]
-        out.sort(key=lambda e: (e.type, e.state_key or ""))
-        return [req.filter.project(self._client_event(req, e, None)) for e in out]
-
-    async def _serialize_timeline(
-        self, req: SyncRequest, events: Sequence[tuple[int, Event]]
-    ) -> list[JsonDict]:
-        if not events:
-            return []
-        own = [e.event_id for _, e in events if e.sender == req.user_id]
-        txn_ids = await self._events.get_txn_ids_for_events(own) if own else {}
-        served: Sequence[Event] = [e for _, e in events]
-        if self.relations is not None and req.filter.event_format != "federation":
-            served = await self.relations.bundle(served, req.user_id)
-        return [
-            req.filter.project(self._client_event(req, e, txn_ids.get(e.event_id)))
-            for e in served
-        ]
-
-    def _client_event(self, req: SyncRequest, event: Event, txn_id: TxnIdKey | None) -> JsonDict:
-        if req.filter.event_format == "federation":
-            return event.pdu()
-        return serialize_event(
-            event,
-            now=int(self._clock.seconds() * 1000),
-            requester=req,
-            txn_id=txn_id,
-            include_room_id=False,
-        )
-
-    async def _summary(
         self,
-        room_id: str,
-        user_id: str,
-        members: Mapping[str, str],
-    ) -> tuple[JsonDict, list[str]]:
-        joined = [u for u, m in members.items() if m == "join"]
-        invited = [u for u, m in members.items() if m == "invite"]
-        candidates = [u for u in joined + invited if u != user_id]
-        if not candidates:
-            candidates = [u for u, m in members.items() if m in _LEFT and u != user_id]
-        # Heroes in the order their membership events entered the stream.
-        ids = await self._events.get_current_state_keys(
-            room_id, [("m.room.member", u) for u in candidates]
+        req: SyncRequest,
+        chosen: Mapping[str, Mapping[StateKey, str]],
+        flt: EventFilter,
+        known: Mapping[str, CachedEvent],
+    ) -> dict[str, list[JsonDict]]:
+        """room -> its chosen state events (those ``flt`` lets through), for the client."""
+        if req.filter.event_format == "federation":
+            pdus = await self._events.get_events(
+                eid for state in chosen.values() for eid in state.values()
+            )
+            fed: dict[str, list[JsonDict]] = {}
+            for room_id, state in chosen.items():
+                evs = [pdus[e] for e in state.values() if e in pdus]
+                evs = [e for e in evs if flt.matches(_filter_view(e))]
+                evs.sort(key=lambda e: (e.type, e.state_key or ""))
+                fed[room_id] = [req.filter.project(e.pdu()) for e in evs]
+            return fed
+        entries = await self._cached_events(
+            [eid for state in chosen.values() for eid in state.values()], known
         )
-        meta = await self._events.get_event_meta(ids.values())
-        order = {
-            key[1]: (meta[eid].stream_position or 0) if eid in meta else 0
-            for key, eid in ids.items()
-        }
-        heroes = sorted(candidates, key=lambda u: (order.get(u, 0), u))[:HERO_COUNT]
-        return (
-            {
-                "m.heroes": heroes,
-                "m.joined_member_count": len(joined),
-                "m.invited_member_count": len(invited),
-            },
-            heroes,
-        )
+        now = self._now_ms()
+        out: dict[str, list[JsonDict]] = {}
+        for room_id, state in chosen.items():
+            picked = [entries[e] for e in state.values() if e in entries]
+            if not flt.matches_everything:
+                picked = [c for c in picked if flt.matches(c.filter_view())]
+            picked.sort(key=lambda c: (c.type, c.state_key or ""))
+            out[room_id] = [req.filter.project(c.render(now)) for c in picked]
+        return out
+
+    async def _serialize_timelines(
+        self, req: SyncRequest, timelines: Mapping[str, Sequence[tuple[int, Event]]]
+    ) -> dict[str, list[JsonDict]]:
+        """room -> its timeline for the client: one transaction-ID read and one bundling
+        pass for all rooms."""
+        flat = [e for events in timelines.values() for _, e in events]
+        own = [e.event_id for e in flat if e.sender == req.user_id]
+        txn_ids = await self._events.get_txn_ids_for_events(own) if own else {}
+        served: Sequence[Event] = flat
+        if flat and self.relations is not None and req.filter.event_format != "federation":
+            served = await self.relations.bundle(flat, req.user_id)
+        by_id = {e.event_id: e for e in served}
+        now = self._now_ms()
+        out: dict[str, list[JsonDict]] = {}
+        for room_id, events in timelines.items():
+            rendered: list[JsonDict] = []
+            for _, original in events:
+                event = by_id[original.event_id]
+                txn_id = txn_ids.get(event.event_id)
+                if req.filter.event_format == "federation":
+                    rendered.append(req.filter.project(event.pdu()))
+                    continue
+                entry = self._client_events.for_event(event)
+                if entry is None:
+                    client = serialize_event(
+                        event, now=now, requester=req, txn_id=txn_id, include_room_id=False
+                    )
+                else:
+                    client = entry.render(now, _transaction_id(req, txn_id))
+                rendered.append(req.filter.project(client))
+            out[room_id] = rendered
+        return out
+
+    def _now_ms(self) -> int:
+        return int(self._clock.seconds() * 1000)
 
     async def _stripped_section(self, req: SyncRequest, plan: _RoomPlan) -> JsonDict:
         """``invite_state`` / ``knock_state``: stripped state plus the membership event."""
@@ -568,7 +724,11 @@ class SyncHandler:
             events = await self._events.get_events(ids.values())
             stripped.extend(_strip(e) for e in events.values())
         if member is not None:
-            stripped = [s for s in stripped if (s.get("type"), s.get("state_key")) != ("m.room.member", req.user_id)]
+            stripped = [
+                s
+                for s in stripped
+                if (s.get("type"), s.get("state_key")) != ("m.room.member", req.user_id)
+            ]
             stripped.append(_strip(member))
         key = "invite_state" if plan.section == "invite" else "knock_state"
         return {key: {"events": stripped}}
@@ -581,16 +741,87 @@ class SyncHandler:
         rows = await self._presence.store.get_all_changes(since or 0, now)
         if not rows:
             return []
+        # Presence of the user and of those joined to a room the user is joined to.
+        others = {r.user_id for r in rows} - {req.user_id}
+        member_ids = await self._sync_store.get_member_event_ids(joined, others)
+        members = await self._cached_events([eid for _, _, eid in member_ids], {})
         visible = {req.user_id}
-        for room_id in joined:
-            visible.update(await self._events.get_current_members(room_id, "join"))
+        for _, user_id, event_id in member_ids:
+            entry = members.get(event_id)
+            if entry is not None and entry.membership == _JOINED:
+                visible.add(user_id)
         events = [self._presence.format(r) for r in rows if r.user_id in visible]
         return req.filter.presence.filter(events)
 
 
-def _unread_sections(
-    threads: Mapping[str, tuple[int, int]], per_thread: bool
-) -> JsonDict:
+def _summary(
+    user_id: str,
+    members: Mapping[str, tuple[str, int]],
+    events: Mapping[str, CachedEvent],
+) -> tuple[JsonDict, list[str]]:
+    """The room summary and its heroes from the current ``m.room.member`` state (user ->
+    (event ID, stream position)): heroes in the order their membership entered the stream."""
+    membership: dict[str, str] = {}
+    for user, (event_id, _) in members.items():
+        entry = events.get(event_id)
+        m = entry.membership if entry is not None else None
+        if m is not None:
+            membership[user] = m
+    joined = [u for u, m in membership.items() if m == "join"]
+    invited = [u for u, m in membership.items() if m == "invite"]
+    candidates = [u for u in joined + invited if u != user_id]
+    if not candidates:
+        candidates = [u for u, m in membership.items() if m in _LEFT and u != user_id]
+    heroes = sorted(candidates, key=lambda u: (members[u][1], u))[:HERO_COUNT]
+    return (
+        {
+            "m.heroes": heroes,
+            "m.joined_member_count": len(joined),
+            "m.invited_member_count": len(invited),
+        },
+        heroes,
+    )
+
+
+def _pick(
+    state: Mapping[StateKey, str],
+    base: Mapping[StateKey, str],
+    timeline_ids: Collection[str],
+    wanted_members: Collection[str] | None,
+) -> dict[StateKey, str]:
+    """The entries of ``state`` to send: those not in the timeline that differ from
+    ``base``; with lazy loading (``wanted_members``) exactly the wanted members' events."""
+    out: dict[StateKey, str] = {}
+    for key, event_id in state.items():
+        if event_id in timeline_ids:
+            continue
+        if wanted_members is not None and key[0] == "m.room.member":
+            if key[1] in wanted_members:
+                out[key] = event_id  # lazy loading: always resend what is needed
+            continue
+        if base.get(key) != event_id:
+            out[key] = event_id
+    return out
+
+
+def _page_size(limit: int) -> int:
+    """How many events a timeline reads at a time for ``limit`` (some may be filtered)."""
+    return max(limit * 2, 20)
+
+
+def _transaction_id(req: SyncRequest, txn_id: TxnIdKey | None) -> str | None:
+    """The client's transaction ID for its own event, as ``serialize_event`` shows it."""
+    if (
+        txn_id is None
+        or txn_id.user_id != req.user_id
+        or txn_id.scope != txn_scope(req.device_id, req.token_id)
+    ):
+        return None
+    # Stored as "<kind>:<client txn id>" (ruma.client.rooms._txn); clients want theirs.
+    return txn_id.txn_id.partition(":")[2] or txn_id.txn_id
+
+
+def _unread_sections(threads: Mapping[str, tuple[int, int]], per_thread: bool) -> JsonDict:
     """``unread_notifications`` (all threads, or only the main timeline when the client asked
     for ``unread_thread_notifications``, which then has one entry per thread root)."""
     if not per_thread:
