@@ -4,6 +4,12 @@ Ruma beside Synapse (both SQLite, same machine), as ratios.
     .venv/bin/python benchmarks/sync.py            # 200 rooms x 50 members x 100 messages
     .venv/bin/python benchmarks/sync.py --quick    # 20 rooms x 10 members x 10 messages
     .venv/bin/python benchmarks/sync.py --no-synapse
+    .venv/bin/python benchmarks/sync.py --no-synapse --dataset /tmp/ruma-sync-set  # build once
+
+With ``--dataset DIR`` Ruma's data set is built once and kept in ``DIR`` (the server is
+stopped, its directory copied, then restarted); later runs with the same ``DIR`` and sizes
+start Ruma on a copy of it (same port, so the same server name) and skip building. Such a
+run measures a freshly started server, whose caches are cold for the first initial sync.
 
 The data set is built the same way on both servers, through the client API as an
 application service would (one registration file, its ``as_token`` masquerading as
@@ -33,6 +39,7 @@ import json
 import os
 import random
 import secrets
+import shutil
 import statistics
 import sys
 import tempfile
@@ -160,7 +167,11 @@ class Api:
         return token
 
     async def sync(
-        self, token: str, *, since: str | None = None, timeout_ms: int = 0,
+        self,
+        token: str,
+        *,
+        since: str | None = None,
+        timeout_ms: int = 0,
         flt: dict[str, Any] | None = None,
     ) -> tuple[dict[str, Any], int]:
         path = f"/_matrix/client/v3/sync?timeout={timeout_ms}"
@@ -209,7 +220,9 @@ def registration(as_token: str, hs_token: str) -> dict[str, Any]:
     }
 
 
-async def build(api: Api, args: argparse.Namespace, server_name: str) -> tuple[str, str, list[tuple[str, list[str]]]]:
+async def build(
+    api: Api, args: argparse.Namespace, server_name: str
+) -> tuple[str, str, list[tuple[str, list[str]]]]:
     """The data set; returns (measured user, their password, [(room, members)])."""
     rng = random.Random(args.seed)
     password = "bench-" + secrets.token_hex(8)
@@ -225,8 +238,10 @@ async def build(api: Api, args: argparse.Namespace, server_name: str) -> tuple[s
 
     async def create(i: int) -> None:
         out = await api.call(
-            "POST", "/_matrix/client/v3/createRoom",
-            {"preset": "public_chat", "name": f"Bench room {i}"}, token=token,
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            {"preset": "public_chat", "name": f"Bench room {i}"},
+            token=token,
         )
         rooms.append(out["room_id"])
 
@@ -238,9 +253,11 @@ async def build(api: Api, args: argparse.Namespace, server_name: str) -> tuple[s
     ]
     t0 = time.perf_counter()
     joins = [
-        (lambda r=room, m=member: api.call(
-            "POST", f"/_matrix/client/v3/join/{q(r)}", {}, token=api.as_token, as_user=m
-        ))
+        (
+            lambda r=room, m=member: api.call(
+                "POST", f"/_matrix/client/v3/join/{q(r)}", {}, token=api.as_token, as_user=m
+            )
+        )
         for room, members in layout
         for member in members
     ]
@@ -254,11 +271,15 @@ async def build(api: Api, args: argparse.Namespace, server_name: str) -> tuple[s
         for room, members in layout:
             sender = rng.choice(members)
             txn = f"b{n}-{secrets.token_hex(4)}"
-            sends.append(lambda r=room, s=sender, t=txn, n=n: api.call(
-                "PUT", f"/_matrix/client/v3/rooms/{q(r)}/send/m.room.message/{t}",
-                {"msgtype": "m.text", "body": f"message {n} in this room, with some words"},
-                token=api.as_token, as_user=s,
-            ))
+            sends.append(
+                lambda r=room, s=sender, t=txn, n=n: api.call(
+                    "PUT",
+                    f"/_matrix/client/v3/rooms/{q(r)}/send/m.room.message/{t}",
+                    {"msgtype": "m.text", "body": f"message {n} in this room, with some words"},
+                    token=api.as_token,
+                    as_user=s,
+                )
+            )
     await bounded(args.concurrency, sends)
     log(f"  {len(sends)} messages in {time.perf_counter() - t0:.1f}s")
     return user_id, password, layout
@@ -268,21 +289,41 @@ def _interleave(rooms: int, per_room: int) -> list[int]:
     return [r * per_room + k for k in range(per_room) for r in range(rooms)]
 
 
+Built = tuple[str, str, list[tuple[str, list[str]]]]
+
+
 async def measure(
-    reactor: IReactorTime, label: str, base_url: str, server_name: str, as_token: str,
-    args: argparse.Namespace, pid: int | None = None,
+    reactor: IReactorTime,
+    label: str,
+    server: ServerProcess,
+    as_token: str,
+    args: argparse.Namespace,
+    prebuilt: Built | None = None,
+    save: Callable[[Built], None] | None = None,
 ) -> Figures:
+    """Build the data set (unless ``prebuilt``; ``save`` keeps it) and measure."""
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = args.concurrency + 4
-    api = Api(HTTPClient(Agent(reactor, pool=pool)), base_url, as_token)
+    api = Api(HTTPClient(Agent(reactor, pool=pool)), server.base_url, as_token)
     try:
-        log(f"{label}: building {args.rooms} rooms x {args.members} members x "
-            f"{args.messages} messages")
         t0 = time.perf_counter()
-        user_id, password, layout = await build(api, args, server_name)
-        idle = await wait_idle(reactor, pid, args.idle_limit)
-        log(f"  idle after {idle:.1f}s more")
-        build_s = time.perf_counter() - t0
+        if prebuilt is None:
+            log(
+                f"{label}: building {args.rooms} rooms x {args.members} members x "
+                f"{args.messages} messages"
+            )
+            user_id, password, layout = await build(api, args, server.server_name)
+            idle = await wait_idle(reactor, server.pid, args.idle_limit)
+            log(f"  idle after {idle:.1f}s more")
+            build_s = time.perf_counter() - t0
+            if save is not None:
+                await pool.closeCachedConnections()  # the server restarts
+                save((user_id, password, layout))
+        else:
+            user_id, password, layout = prebuilt
+            idle = await wait_idle(reactor, server.pid, args.idle_limit)
+            log(f"{label}: reusing the kept data set; idle after {idle:.1f}s")
+            build_s = 0.0
         full: list[float] = []
         lazy: list[float] = []
         size = 0
@@ -315,8 +356,10 @@ async def measure(
             await _sleep(reactor, 0.05)  # let the long-poll arrive first
             t0 = time.perf_counter()
             await api.call(
-                "PUT", f"/_matrix/client/v3/rooms/{q(room)}/send/m.room.message/lat{i}",
-                {"msgtype": "m.text", "body": f"latency {i}"}, token=as_token,
+                "PUT",
+                f"/_matrix/client/v3/rooms/{q(room)}/send/m.room.message/lat{i}",
+                {"msgtype": "m.text", "body": f"latency {i}"},
+                token=as_token,
                 as_user=members[0],
             )
             body, _ = await poll
@@ -403,13 +446,29 @@ def report(results: dict[str, Figures | str], args: argparse.Namespace) -> None:
         if isinstance(results[n], str):
             print(f"{n}: could not run: {results[n]}")
     if args.json:
-        print(json.dumps({n: asdict(r) if isinstance(r, Figures) else {"error": r}
-                          for n, r in results.items()}))
+        print(
+            json.dumps(
+                {
+                    n: asdict(r) if isinstance(r, Figures) else {"error": r}
+                    for n, r in results.items()
+                }
+            )
+        )
 
 
 async def main(reactor: IReactorTime, args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="ruma-sync-bench-"))
     as_token, hs_token = secrets.token_hex(16), secrets.token_hex(16)
+    prebuilt: Built | None = None
+    ruma_port = 0
+    kept = _kept_dataset(args)
+    if kept is not None:
+        as_token, hs_token, ruma_port = kept["as_token"], kept["hs_token"], kept["port"]
+        prebuilt = (kept["user_id"], kept["password"], [(r, list(m)) for r, m in kept["layout"]])
+        shutil.copytree(args.dataset / "ruma", work / "ruma")
+        # The generated config names its data directory by absolute path: point it here.
+        config = work / "ruma" / "homeserver.yaml"
+        config.write_text(config.read_text().replace(kept["base_dir"], str(work / "ruma")))
     reg_path = work / "bench-appservice.yaml"
     reg_path.write_text(yaml.safe_dump(registration(as_token, hs_token), sort_keys=False))
     overrides = {"app_service_config_files": [str(reg_path)], "presence": {"enabled": False}}
@@ -418,7 +477,17 @@ async def main(reactor: IReactorTime, args: argparse.Namespace) -> None:
     try:
         ok, why = ruma_available()
         if ok:
-            servers.append(("ruma", RumaProcess(work / "ruma", config_overrides=overrides)))
+            servers.append(
+                (
+                    "ruma",
+                    RumaProcess(
+                        work / "ruma",
+                        port=ruma_port,
+                        config_overrides=overrides,
+                        source_tree=args.ruma_source,
+                    ),
+                )
+            )
         else:
             results["ruma"] = why
         if not args.no_synapse:
@@ -433,10 +502,18 @@ async def main(reactor: IReactorTime, args: argparse.Namespace) -> None:
         for label, server in servers:
             try:
                 server.start()
-                results[label] = await measure(
-                    reactor, label, server.base_url, server.server_name, as_token, args,
-                    server.pid,
-                )
+                if label == "ruma" and args.dataset is not None:
+                    results[label] = await measure(
+                        reactor,
+                        label,
+                        server,
+                        as_token,
+                        args,
+                        prebuilt,
+                        lambda built, s=server: _keep_dataset(args, s, as_token, hs_token, built),
+                    )
+                else:
+                    results[label] = await measure(reactor, label, server, as_token, args)
             except Exception as e:  # noqa: BLE001 - one server failing still reports the other
                 results[label] = str(e).splitlines()[0][:200]
                 log(f"{label} failed: {e}\n{server.log_tail(20)}")
@@ -447,23 +524,92 @@ async def main(reactor: IReactorTime, args: argparse.Namespace) -> None:
         log(f"server logs kept in {work}")
 
 
+def _dataset_key(args: argparse.Namespace) -> dict[str, int]:
+    return {
+        "rooms": args.rooms,
+        "members": args.members,
+        "messages": args.messages,
+        "pool": args.pool,
+        "seed": args.seed,
+    }
+
+
+def _kept_dataset(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The kept data set's description, if ``--dataset`` holds one of these sizes."""
+    if args.dataset is None:
+        return None
+    state = args.dataset / "state.json"
+    if not state.exists():
+        return None
+    kept: dict[str, Any] = json.loads(state.read_text())
+    if kept.get("key") != _dataset_key(args):
+        raise SystemExit(f"{args.dataset} holds a data set of other sizes: {kept.get('key')}")
+    return kept
+
+
+def _keep_dataset(
+    args: argparse.Namespace, server: ServerProcess, as_token: str, hs_token: str, built: Built
+) -> None:
+    """Copy the freshly built (idle) server's directory into ``--dataset``, stopped so the
+    SQLite files are consistent, then start it again."""
+    dest: Path = args.dataset
+    server.stop()
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(server.base_dir, dest / "ruma", dirs_exist_ok=True)
+    user_id, password, layout = built
+    (dest / "state.json").write_text(
+        json.dumps(
+            {
+                "key": _dataset_key(args),
+                "port": server.port,
+                "as_token": as_token,
+                "hs_token": hs_token,
+                "base_dir": str(server.base_dir),
+                "user_id": user_id,
+                "password": password,
+                "layout": layout,
+            }
+        )
+    )
+    log(f"  data set kept in {dest}")
+    server.start()
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="20 rooms x 10 members x 10 messages, 1 run, 5 samples")
+    parser.add_argument(
+        "--quick", action="store_true", help="20 rooms x 10 members x 10 messages, 1 run, 5 samples"
+    )
     parser.add_argument("--rooms", type=int, default=200)
     parser.add_argument("--members", type=int, default=50)
     parser.add_argument("--messages", type=int, default=100)
-    parser.add_argument("--pool", type=int, default=1000,
-                        help="how many distinct users the members are drawn from")
+    parser.add_argument(
+        "--pool", type=int, default=1000, help="how many distinct users the members are drawn from"
+    )
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-synapse", action="store_true")
-    parser.add_argument("--idle-limit", type=float, default=900.0,
-                        help="longest wait (s) for a server to go idle after building")
+    parser.add_argument(
+        "--idle-limit",
+        type=float,
+        default=900.0,
+        help="longest wait (s) for a server to go idle after building",
+    )
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    parser.add_argument(
+        "--ruma-source",
+        type=Path,
+        default=None,
+        help="run Ruma from this source tree (e.g. an exported older commit)",
+    )
+    parser.add_argument(
+        "--dataset",
+        type=Path,
+        default=None,
+        help="build Ruma's data set once into this directory and reuse it",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.rooms, args.members, args.messages = 20, 10, 10
