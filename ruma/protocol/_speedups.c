@@ -20,6 +20,52 @@ static PyTypeObject *frozen_dict_type = NULL;
 static PyTypeObject *frozen_list_type = NULL;
 static PyObject *not_plain = NULL;
 static PyObject *empty_tuple = NULL;
+static PyObject *event_id_key = NULL;
+
+/* The PDU keys looked up from C, made once: PyDict_GetItemString would build and hash a
+   new str object on every call. */
+enum {
+    K_TYPE,
+    K_SENDER,
+    K_STATE_KEY,
+    K_CONTENT,
+    K_DEPTH,
+    K_ORIGIN_SERVER_TS,
+    K_HASHES,
+    K_SIGNATURES,
+    K_UNSIGNED,
+    K_ORIGIN,
+    K_PREV_EVENTS,
+    K_AUTH_EVENTS,
+    K_COUNT
+};
+static const char *key_names[K_COUNT] = {
+    "type",
+    "sender",
+    "state_key",
+    "content",
+    "depth",
+    "origin_server_ts",
+    "hashes",
+    "signatures",
+    "unsigned",
+    "origin",
+    "prev_events",
+    "auth_events",
+};
+static PyObject *keys[K_COUNT];
+#define KEY_TYPE keys[K_TYPE]
+#define KEY_SENDER keys[K_SENDER]
+#define KEY_STATE_KEY keys[K_STATE_KEY]
+#define KEY_CONTENT keys[K_CONTENT]
+#define KEY_DEPTH keys[K_DEPTH]
+#define KEY_ORIGIN_SERVER_TS keys[K_ORIGIN_SERVER_TS]
+#define KEY_HASHES keys[K_HASHES]
+#define KEY_SIGNATURES keys[K_SIGNATURES]
+#define KEY_UNSIGNED keys[K_UNSIGNED]
+#define KEY_ORIGIN keys[K_ORIGIN]
+#define KEY_PREV_EVENTS keys[K_PREV_EVENTS]
+#define KEY_AUTH_EVENTS keys[K_AUTH_EVENTS]
 
 static PyObject *freeze_node(PyObject *value, long long lo, long long hi, int depth);
 
@@ -240,25 +286,20 @@ all_str_values(PyObject *d)
    None whenever anything is unusual; Python then makes every check itself and words the
    error. It only ever accepts what the Python checks accept. */
 static PyObject *
-speedups_pdu_fields(PyObject *self, PyObject *args)
+pdu_fields(PyObject *d, long long max_depth)
 {
-    PyObject *d;
-    long long max_depth;
-    if (!PyArg_ParseTuple(args, "O!L:pdu_fields", &PyDict_Type, &d, &max_depth)) {
-        return NULL;
-    }
-    PyObject *type = PyDict_GetItemString(d, "type");
-    PyObject *sender = PyDict_GetItemString(d, "sender");
-    PyObject *state_key = PyDict_GetItemString(d, "state_key");
-    PyObject *content = PyDict_GetItemString(d, "content");
-    PyObject *depth = PyDict_GetItemString(d, "depth");
-    PyObject *ts = PyDict_GetItemString(d, "origin_server_ts");
-    PyObject *hashes = PyDict_GetItemString(d, "hashes");
-    PyObject *signatures = PyDict_GetItemString(d, "signatures");
-    PyObject *unsigned_ = PyDict_GetItemString(d, "unsigned");
-    PyObject *origin = PyDict_GetItemString(d, "origin");
-    PyObject *prev = PyDict_GetItemString(d, "prev_events");
-    PyObject *auth = PyDict_GetItemString(d, "auth_events");
+    PyObject *type = PyDict_GetItemWithError(d, KEY_TYPE);
+    PyObject *sender = PyDict_GetItemWithError(d, KEY_SENDER);
+    PyObject *state_key = PyDict_GetItemWithError(d, KEY_STATE_KEY);
+    PyObject *content = PyDict_GetItemWithError(d, KEY_CONTENT);
+    PyObject *depth = PyDict_GetItemWithError(d, KEY_DEPTH);
+    PyObject *ts = PyDict_GetItemWithError(d, KEY_ORIGIN_SERVER_TS);
+    PyObject *hashes = PyDict_GetItemWithError(d, KEY_HASHES);
+    PyObject *signatures = PyDict_GetItemWithError(d, KEY_SIGNATURES);
+    PyObject *unsigned_ = PyDict_GetItemWithError(d, KEY_UNSIGNED);
+    PyObject *origin = PyDict_GetItemWithError(d, KEY_ORIGIN);
+    PyObject *prev = PyDict_GetItemWithError(d, KEY_PREV_EVENTS);
+    PyObject *auth = PyDict_GetItemWithError(d, KEY_AUTH_EVENTS);
     if (PyErr_Occurred()) {
         return NULL;
     }
@@ -318,7 +359,146 @@ speedups_pdu_fields(PyObject *self, PyObject *args)
                          content, depth, ts, prev_ids, auth_ids);
 }
 
+static PyObject *
+speedups_pdu_fields(PyObject *self, PyObject *args)
+{
+    PyObject *d;
+    long long max_depth;
+    if (!PyArg_ParseTuple(args, "O!L:pdu_fields", &PyDict_Type, &d, &max_depth)) {
+        return NULL;
+    }
+    return pdu_fields(d, max_depth);
+}
+
+/* freeze_pdu(pdu, lo, hi, max_depth): freeze_plain(pdu, lo, hi) and, unless the PDU has
+   an event_id (which hash-ID versions drop before anything else), pdu_fields of the
+   frozen copy, in one call: (frozen, fields or None). Raises NotPlain as freeze_plain. */
+static PyObject *
+speedups_freeze_pdu(PyObject *self, PyObject *args)
+{
+    PyObject *value;
+    long long lo, hi, max_depth;
+    if (!PyArg_ParseTuple(args, "OLLL:freeze_pdu", &value, &lo, &hi, &max_depth)) {
+        return NULL;
+    }
+    if (frozen_dict_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "ruma.protocol._speedups.init() was not called");
+        return NULL;
+    }
+    PyObject *frozen = freeze_node(value, lo, hi, 0);
+    if (frozen == NULL) {
+        return NULL;
+    }
+    PyObject *fields;
+    if (!PyDict_Check(frozen)) {
+        fields = Py_None;
+        Py_INCREF(fields);
+    } else {
+        int has_id = PyDict_Contains(frozen, event_id_key);
+        if (has_id < 0) {
+            Py_DECREF(frozen);
+            return NULL;
+        }
+        if (has_id) {
+            fields = Py_None;
+            Py_INCREF(fields);
+        } else {
+            fields = pdu_fields(frozen, max_depth);
+            if (fields == NULL) {
+                Py_DECREF(frozen);
+                return NULL;
+            }
+        }
+    }
+    return Py_BuildValue("(NN)", frozen, fields);
+}
+
+/* --- redacted_view ---------------------------------------------------------------------- */
+
+/* redacted_view(pdu, keep_top, keep_content): ruma.protocol.redaction._redacted_view for
+   a PDU whose content is a dict, without the v11 third_party_invite rule (the caller
+   takes the Python path for those). keep_top is a frozenset of top-level keys;
+   keep_content a tuple of content keys, or None to keep the whole content. The new
+   dicts share pdu's values, as the Python version's do. */
+static PyObject *
+speedups_redacted_view(PyObject *self, PyObject *args)
+{
+    PyObject *pdu, *keep_top, *keep_content;
+    if (!PyArg_ParseTuple(args, "O!O!O:redacted_view", &PyDict_Type, &pdu, &PyFrozenSet_Type,
+                          &keep_top, &keep_content)) {
+        return NULL;
+    }
+    if (keep_content != Py_None && !PyTuple_Check(keep_content)) {
+        PyErr_SetString(PyExc_TypeError, "keep_content must be a tuple or None");
+        return NULL;
+    }
+    PyObject *out = PyDict_New();
+    if (out == NULL) {
+        return NULL;
+    }
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(pdu, &pos, &key, &value)) {
+        int keep = PySet_Contains(keep_top, key);
+        if (keep < 0) {
+            goto error;
+        }
+        if (keep && PyDict_SetItem(out, key, value) < 0) {
+            goto error;
+        }
+    }
+    PyObject *content = PyDict_GetItemWithError(out, KEY_CONTENT); /* borrowed */
+    if (content == NULL) {
+        return out;
+    }
+    if (!PyDict_Check(content)) {
+        PyErr_SetString(PyExc_TypeError, "content must be a dict");
+        goto error;
+    }
+    PyObject *new_content;
+    if (keep_content == Py_None) {
+        new_content = PyDict_Copy(content);
+        if (new_content == NULL) {
+            goto error;
+        }
+    } else {
+        new_content = PyDict_New();
+        if (new_content == NULL) {
+            goto error;
+        }
+        Py_ssize_t n = PyTuple_GET_SIZE(keep_content);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *k = PyTuple_GET_ITEM(keep_content, i);
+            PyObject *v = PyDict_GetItemWithError(content, k); /* borrowed */
+            if (v == NULL) {
+                if (PyErr_Occurred()) {
+                    Py_DECREF(new_content);
+                    goto error;
+                }
+                continue;
+            }
+            if (PyDict_SetItem(new_content, k, v) < 0) {
+                Py_DECREF(new_content);
+                goto error;
+            }
+        }
+    }
+    int rc = PyDict_SetItem(out, KEY_CONTENT, new_content);
+    Py_DECREF(new_content);
+    if (rc < 0) {
+        goto error;
+    }
+    return out;
+error:
+    Py_DECREF(out);
+    return NULL;
+}
+
 static PyMethodDef speedups_methods[] = {
+    {"freeze_pdu", speedups_freeze_pdu, METH_VARARGS,
+     "freeze_pdu(pdu, lo, hi, max_depth): (freeze_plain(...), pdu_fields(...) or None)."},
+    {"redacted_view", speedups_redacted_view, METH_VARARGS,
+     "redacted_view(pdu, keep_top, keep_content): the redacted form, values shared."},
     {"pdu_fields", speedups_pdu_fields, METH_VARARGS,
      "pdu_fields(pdu, max_depth): top-level shape of a well-formed PDU, or None."},
     {"init", speedups_init, METH_VARARGS,
@@ -336,8 +516,15 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     empty_tuple = PyTuple_New(0);
-    if (empty_tuple == NULL) {
+    event_id_key = PyUnicode_InternFromString("event_id");
+    if (empty_tuple == NULL || event_id_key == NULL) {
         return NULL;
+    }
+    for (int i = 0; i < K_COUNT; i++) {
+        keys[i] = PyUnicode_InternFromString(key_names[i]);
+        if (keys[i] == NULL) {
+            return NULL;
+        }
     }
     return PyModule_Create(&speedups_module);
 }

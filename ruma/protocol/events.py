@@ -7,6 +7,7 @@ for its room version. Whether it is *authorised* is :mod:`ruma.protocol.auth`'s 
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, cast
@@ -23,9 +24,11 @@ from ruma.protocol.errors import (
 from ruma.protocol.ids import EventID, RoomID, UserID
 from ruma.protocol.json import (
     FrozenDict,
+    _c_freeze_pdu,
     _c_pdu_fields,
     _encode_plain,
     _freeze_plain,
+    _integer_range,
     _NotPlain,
     _orjson,
     decode_json,
@@ -328,6 +331,7 @@ class _EventSlots:
     cheaper than a dozen ``object.__setattr__`` calls, on every event received)."""
 
     __slots__ = (
+        "_derived",
         "_pdu",
         "_plain",
         "_redacted_bytes",
@@ -344,6 +348,10 @@ class _EventSlots:
         "type",
     )
 
+    # What the auth rules work out from this event once and ask again for every event
+    # they check against it (parsed power levels): None until then. Never copied to a
+    # redacted or re-unsigned copy.
+    _derived: Any
     _pdu: FrozenDict
     # Whether _pdu holds only exact dict/list/str/int/bool/None within the version's
     # integer range: then it can go straight to the C encoder, with no checking walk.
@@ -393,17 +401,35 @@ class Event(_EventSlots):
 
     @classmethod
     def _from_pdu(
-        cls, pdu: Mapping[str, Any], room_version: RoomVersion, *, fast_only: bool = False
+        cls,
+        pdu: Mapping[str, Any],
+        room_version: RoomVersion,
+        *,
+        fast_only: bool = False,
+        text_size: int | None = None,
     ) -> Event:
         if type(pdu) is not dict and not isinstance(pdu, Mapping):
             _bad("pdu", "not a JSON object")
         strict = room_version.strict_canonicaljson
+        fmt = room_version.event_format
+        fields: _Fields | None = None
         try:
             try:
-                # One walk checks canonical-ness and makes the frozen copy we keep.
-                frozen = _freeze_plain(pdu, strict)
+                # One walk checks canonical-ness and makes the frozen copy we keep (in C,
+                # with the top level's shape checks, when the extension is built).
+                if _c_freeze_pdu is not None and fmt is not EventFormat.V1:
+                    frozen, fields = _c_freeze_pdu(
+                        pdu, *_integer_range(strict), room_version.max_depth
+                    )
+                else:
+                    frozen = _freeze_plain(pdu, strict)
                 plain = True
-                encoded = _encode_plain(frozen)
+                # Canonical JSON of a plain tree is never longer than any JSON text that
+                # decodes to it (no whitespace, minimal escapes, integer literals only),
+                # so a text within the limit needs no encoding to prove it.
+                if text_size is None or text_size > MAX_PDU_SIZE:
+                    if len(_encode_plain(frozen)) > MAX_PDU_SIZE:
+                        _bad("pdu", f"larger than {MAX_PDU_SIZE} bytes")
             except _NotPlain:
                 if fast_only:
                     raise
@@ -411,23 +437,19 @@ class Event(_EventSlots):
                 plain = False
                 encoded = encode_canonical_json(pdu, strict=strict)
                 frozen = freeze(thaw(pdu))
+                if len(encoded) > MAX_PDU_SIZE:
+                    _bad("pdu", f"larger than {MAX_PDU_SIZE} bytes")
         except CanonicalJSONError as e:
             _bad("pdu", f"not canonical JSON for this room version: {e}")
-        if len(encoded) > MAX_PDU_SIZE:
-            _bad("pdu", f"larger than {MAX_PDU_SIZE} bytes")
-        fmt = room_version.event_format
         d: FrozenDict = frozen
-        if fmt is not EventFormat.V1 and "event_id" in d:
-            # As _strip_for_hashing: the ID is derived from the hash, so not part of it.
-            d = FrozenDict({k: v for k, v in d.items() if k != "event_id"})
-
-        fields = (
-            _c_pdu_fields(d, room_version.max_depth)
-            if plain and _c_pdu_fields is not None and fmt is not EventFormat.V1
-            else None
-        )
         if fields is None:
-            fields = _pdu_fields(d, room_version)
+            if fmt is not EventFormat.V1 and "event_id" in d:
+                # As _strip_for_hashing: the ID is derived from the hash, so not part of it.
+                d = FrozenDict({k: v for k, v in d.items() if k != "event_id"})
+            if plain and _c_pdu_fields is not None and fmt is not EventFormat.V1:
+                fields = _c_pdu_fields(d, room_version.max_depth)
+            if fields is None:
+                fields = _pdu_fields(d, room_version)
         event_type, sender, state_key, content, depth, origin_server_ts, prev_ids, auth_ids = (
             fields
         )
@@ -487,6 +509,7 @@ class Event(_EventSlots):
             room_id = "!" + event_id[1:]
 
         ev = object.__new__(_EventSlots)
+        ev._derived = None
         ev._pdu = d
         ev._plain = plain
         ev._redacted_bytes = redacted_bytes
@@ -519,7 +542,13 @@ class Event(_EventSlots):
             else:
                 if type(pdu) is dict:
                     try:
-                        return cls._from_pdu(pdu, room_version, fast_only=True)
+                        return cls._from_pdu(
+                            pdu,
+                            room_version,
+                            fast_only=True,
+                            # Bytes, not characters: the size limit is in bytes.
+                            text_size=len(data) if type(data) is bytes else None,
+                        )
                     except _NotPlain:
                         pass  # floats or huge integers: decode_json reads them exactly
                     except InvalidEvent:
@@ -646,6 +675,7 @@ class Event(_EventSlots):
         for name in _EventSlots.__slots__:
             object.__setattr__(ev, name, getattr(self, name))
         object.__setattr__(ev, "_pdu", frozen)
+        object.__setattr__(ev, "_derived", None)
         object.__setattr__(ev, "_plain", self._plain and not same_signed)
         object.__setattr__(ev, "content", frozen.get("content", FrozenDict()))
         if not same_signed:
@@ -884,9 +914,9 @@ def _signature_checks(event: Event, get_verify_key: GetVerifyKey) -> list[_Check
     and including the first error it can see without checking a signature."""
     # The bytes are the redacted event's canonical JSON, as verify_signed_json would
     # make them from redact(event.pdu()); the Event keeps them from from_pdu.
-    message: bytes | None = None
+    message = event._redacted_bytes
     checks: list[_Check] = []
-    signatures = event.signatures
+    signatures = event._pdu["signatures"]
     servers = required_signature_servers(event)
     # Sorted only to make the order (and so the first error) stable; one needs no sort.
     for server in sorted(servers) if len(servers) > 1 else servers:
@@ -906,7 +936,7 @@ def _signature_checks(event: Event, get_verify_key: GetVerifyKey) -> list[_Check
                 checks.append(SignatureError("signature is not a string"))
                 return checks
             try:
-                sig = _decode_signature(sig_text)
+                sig = _fast_signature(sig_text) or _decode_signature(sig_text)
                 if message is None:
                     message = event._signed_bytes()
             except (SignatureError, KeyFormatError, CanonicalJSONError) as e:
@@ -924,6 +954,17 @@ def _signature_checks(event: Event, get_verify_key: GetVerifyKey) -> list[_Check
             )
             return checks
     return checks
+
+
+def _fast_signature(text: str) -> bytes | None:
+    """An ed25519 signature as servers write it (86 characters of unpadded standard
+    base64), decoded; ``None`` for any other spelling, which the general decoder takes."""
+    if len(text) != 86:
+        return None
+    try:
+        return binascii.a2b_base64(text + "==", strict_mode=True)
+    except (binascii.Error, ValueError):
+        return None
 
 
 def _run_checks(checks: list[_Check]) -> SignatureError | None:

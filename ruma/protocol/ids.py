@@ -20,6 +20,7 @@ __all__ = [
     "ServerName",
     "UserID",
     "is_valid_server_name",
+    "is_valid_user_id",
 ]
 
 MAX_ID_LENGTH = 255  # bytes, for every identifier type (spec: "must not exceed 255 bytes")
@@ -172,6 +173,24 @@ class UserID(_Identifier):
 
     def __str__(self) -> str:
         return f"@{self.localpart}:{self.server}"
+
+
+# User IDs found valid by is_valid_user_id; only valid ones, so the memo cannot let a bad
+# one through. Emptied when full.
+_valid_user_ids: dict[str, None] = {}
+
+
+def is_valid_user_id(s: str) -> bool:
+    """``UserID.is_valid(s)`` (the lenient grammar), remembered for the user IDs that
+    pass: power levels name the same users event after event."""
+    if s in _valid_user_ids:
+        return True
+    if not UserID.is_valid(s):
+        return False
+    if len(_valid_user_ids) >= 4096:
+        _valid_user_ids.clear()
+    _valid_user_ids[s] = None
+    return True
 
 
 @dataclass(frozen=True, slots=True)

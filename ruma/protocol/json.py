@@ -427,6 +427,10 @@ class _NotPlain(Exception):
     """Raised by :func:`_freeze_plain` for anything :func:`_plain_ok` would refuse."""
 
 
+def _integer_range(strict: bool) -> tuple[int, int]:
+    return _STRICT_RANGE if strict else _LENIENT_RANGE
+
+
 def _freeze_plain(value: Any, strict: bool) -> Any:
     """Check and deep-freeze in one walk: ``freeze(thaw(value))`` for a tree that
     :func:`_plain_ok` accepts (every container is a fresh frozen copy, even frozen input).
@@ -483,17 +487,24 @@ def _freeze_plain_node(value: Any, lo: int, hi: int, depth: int) -> Any:
 
 
 _c_freeze_plain: Callable[[object, int, int], Any] | None
-# ruma.protocol.events uses this one: the C shape checks of a PDU's top level.
+# For ruma.protocol.events and .redaction: the C shape checks of a PDU's top level, and
+# the redacted view.
 _c_pdu_fields: Callable[[dict[str, Any], int], Any] | None
+_c_freeze_pdu: Callable[[object, int, int, int], tuple[Any, Any]] | None
+_c_redacted_view: Callable[[dict[str, Any], frozenset[str], tuple[str, ...] | None], dict[str, Any]] | None
 try:
     from ruma.protocol import _speedups
 except ImportError:  # pragma: no cover - built without a C compiler: the Python walk
     _c_freeze_plain = None
     _c_pdu_fields = None
+    _c_freeze_pdu = None
+    _c_redacted_view = None
 else:
     _speedups.init(FrozenDict, FrozenList, _NotPlain)
     _c_freeze_plain = _speedups.freeze_plain
     _c_pdu_fields = _speedups.pdu_fields
+    _c_freeze_pdu = _speedups.freeze_pdu
+    _c_redacted_view = _speedups.redacted_view
 
 
 def thaw(value: Any) -> Any:

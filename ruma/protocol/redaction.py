@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ruma.protocol.json import thaw
+from ruma.protocol.json import _c_redacted_view, thaw
 from ruma.protocol.room_versions import RedactionRules, RoomVersion
 
 if TYPE_CHECKING:
@@ -137,6 +137,32 @@ def _redacted_view(
         keep_top = _SIGNABLE_V11 if rules is RedactionRules.V11 else _SIGNABLE_V1
     else:
         keep_top = _TOP_LEVEL_V11 if rules is RedactionRules.V11 else _TOP_LEVEL_V1
+    event_type = pdu.get("type")
+    keep_content = (
+        _CONTENT_KEYS[rules].get(event_type, ()) if isinstance(event_type, str) else ()
+    )
+    content = pdu.get("content")
+    if (
+        _c_redacted_view is not None
+        and isinstance(pdu, dict)
+        and isinstance(content, dict)
+        and not (
+            rules is RedactionRules.V11
+            and event_type == "m.room.member"
+            and "third_party_invite" in content
+        )
+    ):
+        # The same dicts, made in C: this runs for every event received (event ID).
+        return _c_redacted_view(pdu, keep_top, keep_content)
+    return _redacted_view_py(pdu, rules, keep_top, keep_content)
+
+
+def _redacted_view_py(
+    pdu: Mapping[str, Any],
+    rules: RedactionRules,
+    keep_top: frozenset[str],
+    keep_content: tuple[str, ...] | None,
+) -> dict[str, Any]:
     out: dict[str, Any] = {k: v for k, v in pdu.items() if k in keep_top}
     content = out.get("content")
     if content is None and "content" not in pdu:
@@ -146,17 +172,13 @@ def _redacted_view(
         # Malformed; Event.from_pdu rejects it, but hashing must still not crash.
         out["content"] = {}
         return out
-    event_type = pdu.get("type")
-    keep_content = (
-        _CONTENT_KEYS[rules].get(event_type, ()) if isinstance(event_type, str) else ()
-    )
     if keep_content is None:
         new_content = dict(content)
     else:
         new_content = {k: content[k] for k in keep_content if k in content}
     if (
         rules is RedactionRules.V11
-        and event_type == "m.room.member"
+        and pdu.get("type") == "m.room.member"
         and "third_party_invite" in content
     ):
         tpi = content["third_party_invite"]

@@ -12,9 +12,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TypeGuard
 
 from ruma.protocol.events import Event
-from ruma.protocol.ids import UserID
+from ruma.protocol.ids import is_valid_user_id
 from ruma.protocol.room_versions import EventFormat, RoomVersion
 
 from .common import CREATE, POWER_LEVELS, AuthError, AuthState
@@ -74,11 +76,15 @@ def _level_in(
     return default if parsed is None else parsed
 
 
-def _sub_map(content: Mapping[str, object], key: str) -> Mapping[str, object]:
-    value = content.get(key)
+def _is_map(value: object) -> TypeGuard[Mapping[str, object]]:
     # Event content is frozen dicts all the way down: test the concrete type first, the
     # slow ABC check only for other mappings.
-    return value if isinstance(value, dict) or isinstance(value, Mapping) else {}
+    return isinstance(value, dict) or isinstance(value, Mapping)
+
+
+def _sub_map(content: Mapping[str, object], key: str) -> Mapping[str, object]:
+    value = content.get(key)
+    return value if _is_map(value) else {}
 
 
 # --- creators ---------------------------------------------------------------------------
@@ -133,6 +139,34 @@ def is_creator(user_id: str, auth_state: AuthState) -> bool:
 # --- reading levels ----------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """A power levels event's levels, each read as its room version allows; unreadable
+    entries are left out, so a lookup falls back to the default exactly as reading the
+    content each time would."""
+
+    top: dict[str, int]
+    users: dict[str, int]
+    events: dict[str, int]
+
+
+def _parsed(power_levels: Event) -> _Parsed:
+    # Every event checked in a room asks for levels from the same power levels event:
+    # read them once per Event object (a redacted copy starts afresh).
+    parsed = power_levels._derived
+    if isinstance(parsed, _Parsed):
+        return parsed
+    room_version = power_levels.room_version
+    content = power_levels.content
+    parsed = _Parsed(
+        top=_levels({k: content[k] for k in LEVEL_KEYS if k in content}, room_version),
+        users=_levels(content.get("users"), room_version),
+        events=_levels(content.get("events"), room_version),
+    )
+    object.__setattr__(power_levels, "_derived", parsed)
+    return parsed
+
+
 def get_user_power_level(user_id: str, auth_state: AuthState) -> Level:
     """The user's power level: ``math.inf`` for v12 creators, else an int."""
     create = auth_state.get(CREATE)
@@ -141,13 +175,11 @@ def get_user_power_level(user_id: str, auth_state: AuthState) -> Level:
     if privileged and create is not None and user_id in creators_of(create):
         return math.inf
     if power_levels is not None:
-        room_version = power_levels.room_version
-        users = _sub_map(power_levels.content, "users")
-        if user_id in users:
-            level = parse_level(users[user_id], room_version)
-            if level is not None:
-                return level
-        return _level_in(power_levels.content, "users_default", 0, room_version)
+        parsed = _parsed(power_levels)
+        level = parsed.users.get(user_id)
+        if level is not None:
+            return level
+        return parsed.top.get("users_default", 0)
     # No power levels event: v1-v11 creators get 100, everyone else 0.
     if not privileged and create is not None and user_id in creators_of(create):
         return 100
@@ -164,6 +196,8 @@ def get_named_level(auth_state: AuthState, name: str, default: int | None = None
     power_levels = auth_state.get(POWER_LEVELS)
     if power_levels is None:
         return default
+    if name in NAMED_DEFAULTS:
+        return _parsed(power_levels).top.get(name, default)
     return _level_in(power_levels.content, name, default, power_levels.room_version)
 
 
@@ -179,20 +213,17 @@ def get_notification_level(auth_state: AuthState, key: str = "room") -> int:
 def get_send_level(event_type: str, state_key: str | None, power_levels: Event | None) -> int:
     """The level needed to send an event of this type: ``events[type]``, else
     ``state_default`` for state events or ``events_default`` for the rest."""
-    content = _content_of(power_levels)
-    if power_levels is not None:
-        events = _sub_map(content, "events")
-        if event_type in events:
-            level = parse_level(events[event_type], power_levels.room_version)
-            if level is not None:
-                return level
-    if state_key is not None:
-        if power_levels is None:
-            return NAMED_DEFAULTS["state_default"]
-        return _level_in(content, "state_default", 50, power_levels.room_version)
     if power_levels is None:
+        if state_key is not None:
+            return NAMED_DEFAULTS["state_default"]
         return NAMED_DEFAULTS["events_default"]
-    return _level_in(content, "events_default", 0, power_levels.room_version)
+    parsed = _parsed(power_levels)
+    level = parsed.events.get(event_type)
+    if level is not None:
+        return level
+    if state_key is not None:
+        return parsed.top.get("state_default", 50)
+    return parsed.top.get("events_default", 0)
 
 
 # --- the m.room.power_levels rule (rule 10 in v12 numbering) -------------------------------
@@ -217,15 +248,15 @@ def _check_shape(event: Event) -> None:
         if key not in content:
             continue
         value = content[key]
-        if not isinstance(value, Mapping) or any(
+        if not _is_map(value) or any(
             parse_level(level, room_version) is None for level in value.values()
         ):
             raise AuthError("power_levels.invalid_level", f"{key!r} is not a map of integers")
     users = content.get("users", {})
-    if not isinstance(users, Mapping):
+    if not _is_map(users):
         raise AuthError("power_levels.invalid_users", "'users' is not an object")
     for user_id, level in users.items():
-        if not isinstance(user_id, str) or not UserID.is_valid(user_id):
+        if not isinstance(user_id, str) or not is_valid_user_id(user_id):
             raise AuthError("power_levels.invalid_users", f"{user_id!r} is not a user ID")
         if parse_level(level, room_version) is None:
             raise AuthError("power_levels.invalid_users", f"level of {user_id} is not an integer")
@@ -233,7 +264,7 @@ def _check_shape(event: Event) -> None:
 
 def _levels(value: object, room_version: RoomVersion) -> dict[str, int]:
     """Parse a map of levels, ignoring unreadable entries (already-accepted old state)."""
-    if not isinstance(value, Mapping):
+    if not _is_map(value):
         return {}
     result: dict[str, int] = {}
     for key, raw in value.items():
@@ -241,10 +272,6 @@ def _levels(value: object, room_version: RoomVersion) -> dict[str, int]:
         if level is not None:
             result[key] = level
     return result
-
-
-def _top_levels(content: Mapping[str, object], room_version: RoomVersion) -> dict[str, int]:
-    return _levels({k: content[k] for k in LEVEL_KEYS if k in content}, room_version)
 
 
 def _check_map_changes(
@@ -292,7 +319,7 @@ def check_power_levels(event: Event, auth_state: AuthState) -> None:
     # 10.4 (v12): creators cannot be given a level at all.
     if room_version.privileged_creators:
         users = event.content.get("users", {})
-        assert isinstance(users, Mapping)
+        assert _is_map(users)
         named = sorted(get_creators(auth_state).intersection(users))
         if named:
             raise AuthError(
@@ -304,25 +331,14 @@ def check_power_levels(event: Event, auth_state: AuthState) -> None:
         return
     sender_level = get_user_power_level(event.sender, auth_state)
     old_rv = current.room_version
-    _check_map_changes(
-        "default",
-        _top_levels(current.content, old_rv),
-        _top_levels(event.content, room_version),
-        sender_level,
-    )
-    map_names = ["events"]
+    old, new = _parsed(current), _parsed(event)
+    _check_map_changes("default", old.top, new.top, sender_level)
+    _check_map_changes("events", old.events, new.events, sender_level)
     if room_version.limit_notifications_power_levels:
-        map_names.append("notifications")
-    for name in map_names:
         _check_map_changes(
-            name,
-            _levels(current.content.get(name), old_rv),
-            _levels(event.content.get(name), room_version),
+            "notifications",
+            _levels(current.content.get("notifications"), old_rv),
+            _levels(event.content.get("notifications"), room_version),
             sender_level,
         )
-    _check_user_changes(
-        event.sender,
-        _levels(current.content.get("users"), old_rv),
-        _levels(event.content.get("users"), room_version),
-        sender_level,
-    )
+    _check_user_changes(event.sender, old.users, new.users, sender_level)

@@ -13,7 +13,7 @@ from ruma.protocol.events import Event
 from ruma.protocol.ids import UserID
 from ruma.protocol.room_versions import KNOWN_ROOM_VERSIONS, EventFormat
 
-from .common import CREATE, POWER_LEVELS, AuthError, AuthState, domain_of, membership_of
+from .common import CREATE, POWER_LEVELS, AuthError, AuthState, domain_of
 from .membership import check_member
 from .power_levels import (
     check_power_levels,
@@ -53,15 +53,15 @@ def check_auth(event: Event, auth_state: AuthState) -> None:
     if create is None:
         raise AuthError("auth_events.no_create", "no m.room.create event in the auth state")
     # 2 (v12): the room ID is the create event's ID.
-    if room_version.room_id_from_create_event and event.room_id != room_id_for_create_event_id(
-        create.event_id
-    ):
+    if room_version.room_id_from_create_event and event.room_id != "!" + create.event_id[1:]:
         raise AuthError(
             "room_id.not_create_event",
             f"room {event.room_id} is not that of create event {create.event_id}",
         )
     # 4 (3 before v12): m.federate.
-    if not can_federate(auth_state) and domain_of(event.sender) != domain_of(create.sender):
+    if create.content.get("m.federate", True) is False and domain_of(event.sender) != domain_of(
+        create.sender
+    ):
         raise AuthError("federate.disallowed", "the room does not federate with this server")
     # v1-v5 rule 4: m.room.aliases.
     if event.type == "m.room.aliases" and room_version.special_case_aliases_auth:
@@ -72,7 +72,8 @@ def check_auth(event: Event, auth_state: AuthState) -> None:
         check_member(event, auth_state)
         return
     # 6: everything else needs a joined sender.
-    if membership_of(event.sender, auth_state) != "join":
+    sender_member = auth_state.get(("m.room.member", event.sender))
+    if sender_member is None or sender_member.content.get("membership") != "join":
         raise AuthError("sender_not_joined", f"{event.sender} is not in the room")
     sender_level = get_user_power_level(event.sender, auth_state)
     # 7: third-party invites need the invite level.
