@@ -3,8 +3,9 @@
 The rules are ``ruma.rooms.visibility``'s (each event judged by the state before it); that
 module reads what it needs group by group and room by room, which for an initial sync over
 hundreds of rooms is hundreds of transactions. This reads the same things for all the
-events in three: their state groups, the two keys of each group, and the user's current
-membership in each room. ``tests/sync/test_batching.py`` checks both agree.
+events in a few: their state groups, the two keys of each group, and (for rooms whose
+history is ``shared``) the user's current membership. ``tests/sync/test_batching.py``
+checks that both agree.
 """
 
 from __future__ import annotations
@@ -44,16 +45,12 @@ async def visible_event_ids(
         else:
             keys[before] = {k: full[k] for k in wanted_keys if k in full}
     keys.update(await sync_store.load_state_group_keys(store.state, to_read))
-    rooms = {e.room_id for e in events}
-    current_ids = await sync_store.get_current_state_of_key(rooms, *member_key)
     wanted = {eid for found in keys.values() for eid in found.values()}
-    pdus = await store.get_pdus(wanted | set(current_ids.values()))
-    current: dict[str, str | None] = {}
-    for room_id in rooms:
-        now = pdus.get(current_ids.get(room_id, ""))
-        current[room_id] = now.membership if now is not None else None
+    pdus = await store.get_pdus(wanted)
 
     out: set[str] = set()
+    # Events of "shared" rooms that only the user's current membership can show.
+    shared: list[Event] = []
     for event in events:
         if event.type == "m.room.member" and event.state_key == user_id:
             out.add(event.event_id)
@@ -69,6 +66,16 @@ async def visible_event_ids(
             out.add(event.event_id)
         elif hv == "invited" and membership == "invite":
             out.add(event.event_id)
-        elif hv == "shared" and current.get(event.room_id) == "join":
-            out.add(event.event_id)
+        elif hv == "shared":
+            shared.append(event)
+    if shared:
+        rooms = {e.room_id for e in shared}
+        current_ids = await sync_store.get_current_state_of_key(rooms, *member_key)
+        current = await store.get_pdus(current_ids.values())
+        joined_now = {
+            room_id
+            for room_id, event_id in current_ids.items()
+            if event_id in current and current[event_id].membership == "join"
+        }
+        out.update(e.event_id for e in shared if e.room_id in joined_now)
     return out
