@@ -100,7 +100,8 @@ def split_key(key: str) -> list[str]:
     return parts
 
 
-_ABSENT = object()
+# What :func:`lookup` returns for a missing key (unlike None, which may be a value).
+ABSENT = object()
 
 
 def lookup(event: Mapping[str, Any], key: str) -> Any:
@@ -108,13 +109,13 @@ def lookup(event: Mapping[str, Any], key: str) -> Any:
     value: Any = event
     for part in split_key(key):
         if not isinstance(value, Mapping) or part not in value:
-            return _ABSENT
+            return ABSENT
         value = value[part]
     return value
 
 
 @lru_cache(maxsize=2048)
-def _glob_regex(pattern: str, words: bool) -> re.Pattern[str]:
+def glob_regex(pattern: str, words: bool) -> re.Pattern[str]:
     out: list[str] = []
     for c in pattern:
         if c == "*":
@@ -130,13 +131,14 @@ def _glob_regex(pattern: str, words: bool) -> re.Pattern[str]:
 
 
 def glob_matches(pattern: str, value: str, *, words: bool = False) -> bool:
-    regex = _glob_regex(pattern, words)
+    regex = glob_regex(pattern, words)
     if words:
         return regex.search(value) is not None
     return regex.fullmatch(value) is not None
 
 
-def _strict_equal(a: Any, b: Any) -> bool:
+def strict_equal(a: Any, b: Any) -> bool:
+    """Type-strict equality of JSON scalars (``True`` is not ``1``)."""
     if a is None or b is None:
         return a is None and b is None
     if isinstance(a, bool) or isinstance(b, bool):
@@ -184,7 +186,7 @@ def condition_matches(cond: Mapping[str, Any], event: Mapping[str, Any], ctx: Pu
         if not isinstance(key, str) or "value" not in cond:
             return False
         value = lookup(event, key)
-        return value is not _ABSENT and _strict_equal(value, cond["value"])
+        return value is not ABSENT and strict_equal(value, cond["value"])
     if kind == "event_property_contains":
         key = cond.get("key")
         if not isinstance(key, str) or "value" not in cond:
@@ -192,7 +194,7 @@ def condition_matches(cond: Mapping[str, Any], event: Mapping[str, Any], ctx: Pu
         value = lookup(event, key)
         if isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence):
             return False
-        return any(_strict_equal(v, cond["value"]) for v in value)
+        return any(strict_equal(v, cond["value"]) for v in value)
     if kind == "contains_display_name":
         name = ctx.display_name
         body = lookup(event, "content.body")
