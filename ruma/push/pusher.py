@@ -18,7 +18,7 @@ skipped, and one that the gateway refuses outright (other 4xx) is dropped.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from twisted.application.service import Service
@@ -54,8 +54,18 @@ class _Dropped(Exception):
 class HttpPusherPool(Service):
     log = Logger()
 
-    def __init__(self, clock: IReactorTime, store: PushStore, events: EventStore, agent: IAgent) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        store: PushStore,
+        events: EventStore,
+        agent: IAgent,
+        settled: Callable[[], int] | None = None,
+    ) -> None:
         self._clock = clock
+        # The settled stream position: delivery never reads past it (see _deliver).
+        self._settled = settled
+        self._waiting: list[tuple[int, list[str]]] = []
         self._store = store
         self._events = events
         self._agent = agent
@@ -91,9 +101,24 @@ class HttpPusherPool(Service):
 
     # -- wake-ups ------------------------------------------------------------------------
 
-    async def on_notified(self, user_ids: Collection[str]) -> None:
+    async def on_notified(self, user_ids: Collection[str], position: int | None = None) -> None:
+        """``user_ids`` have new notifications, at stream ``position`` (once it settles)."""
+        if position is not None and self._settled is not None and self._settled() < position:
+            # An earlier position is still being written: deliver once it is settled.
+            self._waiting.append((position, list(user_ids)))
+            return
         for user_id in user_ids:
             self.kick(user_id)
+
+    def on_settled(self, position: int) -> None:
+        """The database's settled stream position advanced (a positions listener)."""
+        if not self._waiting:
+            return
+        ready = [users for pos, users in self._waiting if pos <= position]
+        self._waiting = [(pos, users) for pos, users in self._waiting if pos > position]
+        for users in ready:
+            for user_id in users:
+                self.kick(user_id)
 
     async def on_pushers_changed(self, user_id: str) -> None:
         self.kick(user_id)
@@ -131,7 +156,10 @@ class HttpPusherPool(Service):
         last = pusher.last_stream_pos
         failing_since = pusher.failing_since
         while True:
-            actions = await self._store.get_push_actions_after(pusher.user_id, last, BATCH)
+            # Events of different rooms may commit out of order: read only below the settled
+            # position, or a notification committed late below ``last`` would be skipped.
+            upto = self._settled() if self._settled is not None else None
+            actions = await self._store.get_push_actions_after(pusher.user_id, last, BATCH, upto)
             if not actions:
                 return
             for action in actions:

@@ -11,9 +11,11 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IAgent
 
 from ruma.bus import EventBus
-from ruma.push.evaluation import PushEvaluator
+from ruma.push.catch_up import PushCatchUp
+from ruma.push.evaluation import PushOnWrite
 from ruma.push.handler import NotificationsHandler, PusherHandler, PushRulesHandler
 from ruma.push.pusher import HttpPusherPool
+from ruma.rooms.persistence import RoomWriter
 from ruma.rooms.serialize import serialize_event
 from ruma.storage.account_data import AccountDataStore
 from ruma.storage.database import Database
@@ -29,13 +31,14 @@ class PushServices:
     rules: PushRulesHandler
     pushers: PusherHandler
     notifications: NotificationsHandler
-    evaluator: PushEvaluator
+    evaluator: PushOnWrite
+    catch_up: PushCatchUp
     pool: HttpPusherPool
 
     @property
     def services(self) -> list[IService]:
         """Start these (in order) once the database is ready."""
-        return [self.evaluator, self.pool]
+        return [self.catch_up, self.pool]
 
     @classmethod
     def build(
@@ -47,10 +50,13 @@ class PushServices:
         events: EventStore,
         account_data: AccountDataStore,
         agent: IAgent,
+        writer: RoomWriter | None = None,
     ) -> PushServices:
+        """``writer``: the room writer that evaluates push rules as it persists events (by
+        default the one writing to ``events``)."""
         store = PushStore(db)
         rules = PushRulesHandler(store, account_data)
-        pool = HttpPusherPool(clock, store, events, agent)
+        pool = HttpPusherPool(clock, store, events, agent, lambda: db.positions.current)
         pushers = PusherHandler(store, clock, lambda: bus.current, pool.on_pushers_changed)
 
         async def load(event_ids: list[str]) -> Mapping[str, dict[str, Any]]:
@@ -58,14 +64,20 @@ class PushServices:
             now = int(clock.seconds() * 1000)
             return {i: serialize_event(e, now=now) for i, e in found.items()}
 
-        evaluator = PushEvaluator(bus, clock, events, store, rules)
+        evaluator = PushOnWrite(clock, events, store)
         evaluator.on_notified = pool.on_notified
+        db.positions.add_listener(pool.on_settled)
+        writer = writer if writer is not None else RoomWriter.of_store(events)
+        if writer is None:
+            raise ValueError("push needs the room writer of its event store")
+        writer.write_hook = evaluator
         return cls(
             store=store,
             rules=rules,
             pushers=pushers,
             notifications=NotificationsHandler(store, load),
             evaluator=evaluator,
+            catch_up=PushCatchUp(bus, events, store, evaluator),
             pool=pool,
         )
 

@@ -13,15 +13,21 @@ side's job before it calls in):
    groups, the forward extremities, the current state (resolved again if the room has
    several extremities) and local users' memberships.
 
+Work that must become visible together with a timeline event (push notifications and the
+unread counts derived from them) plugs in as a :class:`WriteHook`: it runs under the room's
+lock once the plan is made, before step 4, and hears the result after it.
+
 The bus hears of it through the database's stream positions. Writes to one room are
 serialised by a :class:`~ruma.rooms.linearizer.Linearizer` on the injected clock.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -42,13 +48,14 @@ from ruma.storage.events import (
     EventStore,
     NewRoom,
     PersistPlan,
+    PersistResult,
     RoomHead,
     StateAt,
     TxnIdKey,
 )
 from ruma.storage.state import diff_states
 
-__all__ = ["EventRejected", "PersistedEvent", "RoomWriter", "StateBefore"]
+__all__ = ["AfterWrite", "EventRejected", "PersistedEvent", "RoomWriter", "StateBefore", "WriteHook"]
 
 CREATE: StateKey = ("m.room.create", "")
 
@@ -80,6 +87,26 @@ class PersistedEvent:
     already_known: bool = False
 
 
+# Called once the event's transaction committed, with its result.
+AfterWrite = Callable[[PersistResult], None]
+
+
+class WriteHook(Protocol):
+    """Work done with each new timeline event (not outliers, rejected, soft-failed or
+    backfilled events), e.g. push evaluation."""
+
+    async def before_write(self, plan: PersistPlan, head: RoomHead | None) -> AfterWrite | None:
+        """Called under the room's lock just before the event's transaction, with the plan
+        and the room's head the plan was made on (None for a new room). Whatever it stores
+        must stay invisible until that transaction commits. Returns what to call after
+        the commit (not called if the write fails)."""
+        ...
+
+
+# Each store's writer (the only one that persists to it), for services built apart.
+_WRITERS: weakref.WeakKeyDictionary[EventStore, RoomWriter] = weakref.WeakKeyDictionary()
+
+
 class RoomWriter:
     """Authorises and persists room events; the only writer of the events tables."""
 
@@ -89,6 +116,13 @@ class RoomWriter:
         self.store = store
         self._clock = clock
         self._linearizer = Linearizer(clock)
+        self.write_hook: WriteHook | None = None
+        _WRITERS[store] = self
+
+    @staticmethod
+    def of_store(store: EventStore) -> RoomWriter | None:
+        """The writer that persists to ``store`` (the last one built on it), if any."""
+        return _WRITERS.get(store)
 
     @asynccontextmanager
     async def room_lock(self, room_id: str) -> AsyncIterator[None]:
@@ -254,7 +288,24 @@ class RoomWriter:
                 # Still not fit for the timeline: it stays the outlier it was.
                 return PersistedEvent(event, None, rejected, soft_failed, True)
             plan = replace(plan, deoutlier=True)
+        after: AfterWrite | None = None
+        if (
+            self.write_hook is not None
+            and plan.in_timeline
+            and plan.current_state is not None
+            and plan.backfill_position is None
+        ):
+            try:
+                after = await self.write_hook.before_write(plan, head)
+            except Exception:
+                # The event matters more than what hangs off it: store it regardless.
+                self.log.failure("before writing {event_id}", event_id=event.event_id)
         result = await self.store.persist(plan)
+        if after is not None:
+            try:
+                after(result)
+            except Exception:
+                self.log.failure("after writing {event_id}", event_id=event.event_id)
         if rejected is not None:
             self.log.info("rejected {event_id}: {reason}", event_id=event.event_id, reason=rejected)
         return PersistedEvent(event, result.stream_position, rejected, soft_failed)

@@ -1,5 +1,11 @@
 """Push rules, computed notifications (``event_push_actions``) and pushers.
 
+Notifications are written by the room writer just before the event's own transaction, as
+pending rows (``stream_pos`` NULL) that a database trigger (schema 0053) fills with the
+event's stream position inside that transaction: readers skip pending rows, so an event and
+its notifications become visible together. Pending rows of an event that was never
+committed are deleted by the next write of notifications in the same room.
+
 Unread counts are computed at read time: the notifications after the user's read receipt
 (``m.read`` or ``m.read.private``) in each thread. An unthreaded receipt covers every thread
 of the room; a threaded one (``main`` or a thread root) only its thread.
@@ -8,14 +14,13 @@ of the room; a threaded one (``main`` or a thread root) only its thread.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ruma.push.rules import RuleSetting, UserRule
 from ruma.storage.database import Database, Txn
 
-PUSH_ACTIONS_STREAM = "push_actions"
 _READ_TYPES = ("m.read", "m.read.private")
 _UNTHREADED = ""
 RULES_CACHE_SIZE = 10_000
@@ -33,6 +38,18 @@ class PushAction:
     highlight: bool
     actions: list[Any]
     ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewNotification:
+    """One user's notification of an event being persisted (see :meth:`PushStore.add_pending`).
+
+    ``actions`` is the matching rule's actions, already JSON-encoded (once per rule).
+    """
+
+    user_id: str
+    highlight: bool
+    actions: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +141,11 @@ class PushStore:
     async def get_rules(self, user_id: str) -> tuple[list[UserRule], list[RuleSetting]]:
         return (await self.get_rules_for_users([user_id]))[user_id]
 
+    @property
+    def rules_generation(self) -> int:
+        """Grows with every change to anyone's rules (callers caching derived data compare it)."""
+        return self._rules_generation
+
     async def get_rules_for_users(
         self, user_ids: Iterable[str]
     ) -> dict[str, tuple[list[UserRule], list[RuleSetting]]]:
@@ -132,13 +154,21 @@ class PushStore:
         The cache is dropped per user by every rule write below (after it commits); a read
         that overlapped a write does not fill it.
         """
+        found = await self.get_frozen_rules_for_users(user_ids)
+        return {u: (list(rules), list(settings)) for u, (rules, settings) in found.items()}
+
+    async def get_frozen_rules_for_users(
+        self, user_ids: Iterable[str]
+    ) -> dict[str, tuple[tuple[UserRule, ...], tuple[RuleSetting, ...]]]:
+        """:meth:`get_rules_for_users` as the cached tuples themselves (do not mutate their
+        rules): the same objects until the user's rules change, so callers may key on them."""
         wanted = list(dict.fromkeys(user_ids))
-        out: dict[str, tuple[list[UserRule], list[RuleSetting]]] = {}
+        out: dict[str, tuple[tuple[UserRule, ...], tuple[RuleSetting, ...]]] = {}
         missing: list[str] = []
         for u in wanted:
             cached = self._rules_cache.get(u)
             if cached is not None:
-                out[u] = (list(cached[0]), list(cached[1]))
+                out[u] = cached
             else:
                 missing.append(u)
         if not missing:
@@ -183,12 +213,12 @@ class PushStore:
             return found
 
         loaded = await self._db.run("get_push_rules", txn_fn)
+        frozen = {u: (tuple(rules), tuple(settings)) for u, (rules, settings) in loaded.items()}
         if generation == self._rules_generation:
-            if len(self._rules_cache) + len(loaded) > RULES_CACHE_SIZE:
+            if len(self._rules_cache) + len(frozen) > RULES_CACHE_SIZE:
                 self._rules_cache.clear()
-            for u, (rules, settings) in loaded.items():
-                self._rules_cache[u] = (tuple(rules), tuple(settings))
-        out.update(loaded)
+            self._rules_cache.update(frozen)
+        out.update(frozen)
         return out
 
     def _rules_changed(self, user_id: str) -> None:
@@ -338,19 +368,48 @@ class PushStore:
 
     # -- notifications ----------------------------------------------------------------
 
-    async def add_push_actions(self, room_id: str, event_id: str, actions: list[PushAction]) -> int | None:
-        """Record the notifications an event caused (idempotent: a replay replaces them).
+    async def add_pending(
+        self,
+        room_id: str,
+        event_id: str,
+        thread_id: str,
+        ts: int,
+        notifications: Sequence[NewNotification],
+    ) -> None:
+        """Store an event's notifications as pending, just before the event's transaction.
 
-        Takes a stream position (kind ``push_actions``, the room's) so that syncs of the
-        room's members recompute their unread counts. None if ``actions`` is empty.
+        The caller holds the room's write lock, so any other pending row of the room belongs
+        to an event that was never committed (readers never see those): they are deleted
+        here. With no ``notifications`` nothing is written.
         """
+        if not notifications:
+            return
 
-        def txn_fn(txn: Txn) -> int | None:
-            for a in actions:
-                txn.execute(
-                    "DELETE FROM event_push_actions WHERE user_id = ? AND event_id = ?",
-                    (a.user_id, a.event_id),
-                )
+        def txn_fn(txn: Txn) -> None:
+            txn.execute(
+                "DELETE FROM event_push_actions WHERE stream_pos IS NULL AND room_id = ?",
+                (room_id,),
+            )
+            txn.executemany(
+                f"INSERT INTO event_push_actions ({_ACTION_COLS}) VALUES (?, ?, ?, NULL, ?, ?, ?, ?)",
+                [
+                    (n.user_id, room_id, event_id, thread_id, n.highlight, n.actions, ts)
+                    for n in notifications
+                ],
+            )
+
+        await self._db.run("add_pending_push_actions", txn_fn)
+
+    async def add_push_actions(self, actions: Sequence[PushAction]) -> None:
+        """Record notifications of events already in the timeline, with their positions
+        (idempotent: a replay replaces them). For catching up on old events; new events go
+        through :meth:`add_pending`."""
+
+        def txn_fn(txn: Txn) -> None:
+            txn.executemany(
+                "DELETE FROM event_push_actions WHERE user_id = ? AND event_id = ?",
+                [(a.user_id, a.event_id) for a in actions],
+            )
             txn.executemany(
                 f"INSERT INTO event_push_actions ({_ACTION_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
@@ -367,11 +426,18 @@ class PushStore:
                     for a in actions
                 ],
             )
-            return txn.next_stream_position(PUSH_ACTIONS_STREAM, room_id=room_id, ref=event_id)
 
-        if not actions:
-            return None
-        return await self._db.run("add_push_actions", txn_fn)
+        if actions:
+            await self._db.run("add_push_actions", txn_fn)
+
+    async def forget_bus_subscriber(self, name: str) -> None:
+        """Drop the stored position of a retired bus subscriber (the old push evaluator,
+        once :mod:`ruma.push.catch_up` has finished its work)."""
+
+        def txn_fn(txn: Txn) -> None:
+            txn.execute("DELETE FROM bus_subscriber_positions WHERE name = ?", (name,))
+
+        await self._db.run("forget_bus_subscriber", txn_fn)
 
     @staticmethod
     def _read_positions_txn(txn: Txn, user_id: str, room_id: str) -> dict[str, int]:
@@ -450,7 +516,10 @@ class PushStore:
         """The newest notifications below ``before`` (newest first), each with its read flag."""
 
         def txn_fn(txn: Txn) -> list[tuple[PushAction, bool]]:
-            sql = f"SELECT {_ACTION_COLS} FROM event_push_actions WHERE user_id = ?"
+            sql = (
+                f"SELECT {_ACTION_COLS} FROM event_push_actions WHERE user_id = ?"
+                " AND stream_pos IS NOT NULL"
+            )
             params: list[Any] = [user_id]
             if before is not None:
                 sql += " AND stream_pos < ?"
@@ -474,17 +543,21 @@ class PushStore:
         return await self._db.run("get_notifications", txn_fn)
 
     async def get_push_actions_after(
-        self, user_id: str, after: int, limit: int
+        self, user_id: str, after: int, limit: int, upto: int | None = None
     ) -> list[PushAction]:
-        """Notifications of ``user_id`` after stream position ``after``, oldest first."""
+        """Notifications of ``user_id`` with ``after < stream_pos <= upto``, oldest first.
+
+        ``upto``: a settled stream position (events of different rooms may commit out of
+        order; a reader that remembers how far it got must not read past it).
+        """
 
         def txn_fn(txn: Txn) -> list[PushAction]:
             return [
                 _action(r)
                 for r in txn.select(
                     f"SELECT {_ACTION_COLS} FROM event_push_actions WHERE user_id = ?"
-                    " AND stream_pos > ? ORDER BY stream_pos LIMIT ?",
-                    (user_id, after, limit),
+                    " AND stream_pos > ? AND stream_pos <= ? ORDER BY stream_pos LIMIT ?",
+                    (user_id, after, upto if upto is not None else 2**62, limit),
                 )
             ]
 
@@ -602,4 +675,4 @@ class PushStore:
         await self._db.run("delete_pushers_for_users", txn_fn)
 
 
-__all__ = ["Counts", "PUSH_ACTIONS_STREAM", "PlacementError", "PushAction", "PushStore", "Pusher"]
+__all__ = ["Counts", "NewNotification", "PlacementError", "PushAction", "PushStore", "Pusher"]

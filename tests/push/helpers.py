@@ -48,6 +48,7 @@ class FakeGateway(Resource):
 class PushHomeserver(SyncHomeserver):
     gateway: FakeGateway
     agent: RequestTraversalAgent
+    data_dir: str
 
     def pump(self) -> None:
         """Run next-turn deliveries and in-memory HTTP until nothing is left to do."""
@@ -60,15 +61,21 @@ class PushHomeserver(SyncHomeserver):
         self.run(self.rooms.membership.join(user_id, room_id))
 
 
-def make_push_homeserver(test_case: SynchronousTestCase) -> PushHomeserver:
-    data_dir = os.path.abspath(test_case.mktemp())
-    os.makedirs(data_dir)
+def make_push_homeserver(
+    test_case: SynchronousTestCase, data_dir: str | None = None, db: Database | None = None
+) -> PushHomeserver:
+    """Build and start one; the same ``data_dir`` (or a database on the same data) again
+    is a restart. ``db``: a prepared database (default: SQLite in ``data_dir``)."""
+    if data_dir is None:
+        data_dir = os.path.abspath(test_case.mktemp())
+        os.makedirs(data_dir)
     config = config_for_tests("test", data_dir, **_TEST_DEFAULTS)
     clock = MemoryReactorClock()
     clock.advance(1_800_000_000)
-    db = Database.inline(Engine.SQLITE, os.path.join(data_dir, "homeserver.db"))
-    test_case.addCleanup(db.close)
-    test_case.successResultOf(Deferred.fromCoroutine(db.prepare()))
+    if db is None:
+        db = Database.inline(Engine.SQLITE, os.path.join(data_dir, "homeserver.db"))
+        test_case.addCleanup(db.close)
+        test_case.successResultOf(Deferred.fromCoroutine(db.prepare()))
     gateway = FakeGateway()
     agent = RequestTraversalAgent(gateway)
     hs = build_homeserver(
@@ -93,4 +100,5 @@ def make_push_homeserver(test_case: SynchronousTestCase) -> PushHomeserver:
     out.treq = StubTreq(hs.root_resource(("client",)))
     out.gateway = gateway
     out.agent = agent
+    out.data_dir = data_dir
     return out

@@ -7,7 +7,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from ruma.storage.push import PlacementError, PushAction, Pusher, PushStore
+from ruma.storage.push import NewNotification, PlacementError, PushAction, Pusher, PushStore
 from tests.sync.dbtest import PostgresDB, SQLiteDB
 
 U = "@alice:test"
@@ -24,10 +24,12 @@ def pusher(user: str = U, pushkey: str = "k", last: int = 0, token_id: int | Non
 
 class _StoreContract:
     def setUp(self) -> None:
-        self.store = PushStore(self.make_db())  # type: ignore[attr-defined]
+        self.db = self.make_db()  # type: ignore[attr-defined]
+        self.store = PushStore(self.db)
 
     def call(self, coro: Any) -> Any:
-        return self.successResultOf(Deferred.fromCoroutine(coro))  # type: ignore[attr-defined]
+        d = coro if isinstance(coro, Deferred) else Deferred.fromCoroutine(coro)
+        return self.successResultOf(d)  # type: ignore[attr-defined]
 
     def order(self, kind: str = "override") -> list[str]:
         rules, _ = self.call(self.store.get_rules(U))
@@ -70,10 +72,10 @@ class _StoreContract:
 
     def test_actions_idempotent_and_listed(self) -> None:
         """Replaying an event's notifications does not duplicate them; listing pages backwards."""
-        self.call(self.store.add_push_actions("!r:test", "$1", [action("$1", 10)]))
-        self.call(self.store.add_push_actions("!r:test", "$1", [action("$1", 10)]))
-        self.call(self.store.add_push_actions("!r:test", "$2", [action("$2", 20, highlight=True)]))
-        self.assertIsNone(self.call(self.store.add_push_actions("!r:test", "$3", [])))
+        self.call(self.store.add_push_actions([action("$1", 10)]))
+        self.call(self.store.add_push_actions([action("$1", 10)]))
+        self.call(self.store.add_push_actions([action("$2", 20, highlight=True)]))
+        self.call(self.store.add_push_actions([]))
         rows = self.call(self.store.get_notifications(U, None, 10, False))
         self.assertEqual([a.event_id for a, _ in rows], ["$2", "$1"])
         rows = self.call(self.store.get_notifications(U, 20, 10, False))
@@ -86,6 +88,76 @@ class _StoreContract:
         self.assertEqual(self.call(self.store.get_total_unread(U)), 2)
         after = self.call(self.store.get_push_actions_after(U, 10, 5))
         self.assertEqual([a.event_id for a in after], ["$2"])
+        self.assertEqual(self.call(self.store.get_push_actions_after(U, 0, 5, 19)), [action("$1", 10)])
+
+    # -- notifications written before their event's transaction ------------------------
+
+    def insert_event(self, event_id: str, position: int | None, room: str = "!r:test") -> None:
+        """An ``events`` row as the event store writes it (the trigger's side of the contract)."""
+        self.call(self.db.run("test_insert_event", lambda txn: txn.execute(
+            "INSERT INTO events (event_id, room_id, stream_position, depth, type, sender,"
+            " origin_server_ts, json, outlier) VALUES (?, ?, ?, 1, 'm.room.message', '@b:test',"
+            " 0, '{}', ?)",
+            (event_id, room, position, position is None),
+        )))
+
+    def pending(self, event_id: str, room: str = "!r:test", *users: str) -> None:
+        rows = [NewNotification(u, u == U, '["notify"]') for u in (users or (U,))]
+        self.call(self.store.add_pending(room, event_id, "main", 1234, rows))
+
+    def unread(self, room: str = "!r:test") -> int:
+        counts = self.call(self.store.get_unread_counts(U, [room]))
+        return sum(c.notifications for c in counts.get(room, {}).values())
+
+    def test_pending_until_the_event_commits(self) -> None:
+        """Pending notifications are invisible to every reader until their event is inserted
+        with a stream position; then they have that position."""
+        self.pending("$1", "!r:test", U, "@bob:test")
+        self.assertEqual(self.unread(), 0)
+        self.assertEqual(self.call(self.store.get_notifications(U, None, 10, False)), [])
+        self.assertEqual(self.call(self.store.get_push_actions_after(U, 0, 10)), [])
+        self.assertEqual(self.call(self.store.get_total_unread(U)), 0)
+        self.insert_event("$1", 5)
+        self.assertEqual(self.unread(), 1)
+        (a,) = self.call(self.store.get_push_actions_after(U, 0, 10))
+        self.assertEqual((a.event_id, a.stream_pos, a.highlight, a.actions, a.ts), ("$1", 5, True, ["notify"], 1234))
+        (b,) = self.call(self.store.get_push_actions_after("@bob:test", 0, 10))
+        self.assertEqual((b.stream_pos, b.highlight), (5, False))
+
+    def test_outlier_joining_the_timeline(self) -> None:
+        """An event stored as an outlier (no position) that later joins the timeline: its
+        notifications become visible with the position it gets."""
+        self.insert_event("$o", None)
+        self.pending("$o")
+        self.assertEqual(self.unread(), 0)
+        self.call(self.db.run("test_deoutlier", lambda txn: txn.execute(
+            "UPDATE events SET stream_position = 8, outlier = ? WHERE event_id = '$o'", (False,)
+        )))
+        (a,) = self.call(self.store.get_push_actions_after(U, 0, 10))
+        self.assertEqual(a.stream_pos, 8)
+
+    def test_backfill_and_leftovers(self) -> None:
+        """Backfilled history (negative positions) never notifies; the pending rows of an
+        event that never committed are dropped by the room's next write, and survive (still
+        invisible) a restart until then."""
+        self.pending("$old")
+        self.insert_event("$old", -3)
+        self.pending("$lost")  # the process dies before "$lost" is written
+        self.store = PushStore(self.make_db())  # type: ignore[attr-defined]
+        self.db = self.store._db
+        self.assertEqual(self.unread(), 0)
+        self.pending("$next")
+        self.insert_event("$next", 12)
+        self.assertEqual(self.unread(), 1)
+        left = self.call(self.db.run("get_left", lambda txn: txn.select(
+            "SELECT event_id FROM event_push_actions WHERE stream_pos IS NULL"
+        )))
+        self.assertEqual(left, [])
+        # Other rooms' pending rows are not touched by this room's writes.
+        self.pending("$elsewhere", "!other:test")
+        self.pending("$again")
+        self.insert_event("$elsewhere", 13, "!other:test")
+        self.assertEqual(self.unread("!other:test"), 1)
 
     def test_pushers(self) -> None:
         """Pushers are stored, keep their progress on update, and append decides sharing."""
