@@ -228,6 +228,10 @@ def _event_refs(pdu: Mapping[str, Any], field: str, fmt: EventFormat) -> tuple[s
     return tuple(ids)
 
 
+def _is_str_map(value: object) -> bool:
+    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+
+
 _Fields = tuple[str, str, str | None, Mapping[str, Any], int, int, tuple[str, ...], tuple[str, ...]]
 
 
@@ -258,21 +262,11 @@ def _pdu_fields(d: FrozenDict, room_version: RoomVersion) -> _Fields:
         _bad("depth", "out of range")
     origin_server_ts = _require_int(d, "origin_server_ts")
 
-    hashes = d.get("hashes")
-    if not isinstance(hashes, dict):
+    if not _is_str_map(d.get("hashes")):
         _bad("hashes", "missing or not an object of strings")
-    for v in hashes.values():
-        if not isinstance(v, str):
-            _bad("hashes", "missing or not an object of strings")
     signatures = d.get("signatures")
-    if not isinstance(signatures, dict):
+    if not isinstance(signatures, dict) or not all(map(_is_str_map, signatures.values())):
         _bad("signatures", "missing or not an object of objects of strings")
-    for sigs in signatures.values():
-        if not isinstance(sigs, dict):
-            _bad("signatures", "missing or not an object of objects of strings")
-        for v in sigs.values():
-            if not isinstance(v, str):
-                _bad("signatures", "missing or not an object of objects of strings")
     if "unsigned" in d and not isinstance(d["unsigned"], dict):
         _bad("unsigned", "not an object")
     if "origin" in d and not isinstance(d["origin"], str):
