@@ -245,3 +245,22 @@ class SyncStore:
         if not ids:
             return {}
         return await self._db.run("get_event_stamps", txn_fn)
+
+    async def get_event_json(self, event_ids: Collection[str]) -> dict[str, tuple[str, str]]:
+        """event -> (room, its stored PDU JSON text), rejected events and outliers too."""
+        ids = list(event_ids)
+
+        def txn_fn(txn: Txn) -> dict[str, tuple[str, str]]:
+            out: dict[str, tuple[str, str]] = {}
+            for chunk in _chunks(ids):
+                for event_id, room_id, text in txn.select(
+                    "SELECT event_id, room_id, json FROM events"
+                    f" WHERE event_id IN ({_marks(len(chunk))})",
+                    chunk,
+                ):
+                    out[str(event_id)] = (str(room_id), str(text))
+            return out
+
+        if not ids:
+            return {}
+        return await self._db.run("get_event_json", txn_fn)

@@ -24,7 +24,7 @@ from typing import Any
 from ruma.protocol.events import Event
 from ruma.rooms.serialize import serialize_event
 
-__all__ = ["CachedEvent", "ClientEventCache", "Stamp", "stamp_of"]
+__all__ = ["CachedEvent", "ClientEventCache", "Stamp", "from_stored_pdu", "stamp_of", "to_cached"]
 
 JsonDict = dict[str, Any]
 # (redacted_by, replaces_state) of the event's row.
@@ -72,6 +72,70 @@ class CachedEvent:
             unsigned["transaction_id"] = transaction_id
         out["unsigned"] = unsigned
         return out
+
+
+# The unsigned keys serialize_event passes on (redacted_because aside).
+_UNSIGNED_KEYS = (
+    "prev_content",
+    "prev_sender",
+    "replaces_state",
+    "invite_room_state",
+    "knock_room_state",
+    "m.relations",
+)
+
+
+def from_stored_pdu(
+    event_id: str,
+    room_id: str,
+    pdu: Mapping[str, Any],
+    stamp: Stamp,
+    replaced: Mapping[str, Any] | None,
+) -> CachedEvent | None:
+    """The entry for an unredacted state event straight from its stored JSON (validated when
+    it was stored), as ``EventStore.get_events`` and ``serialize_event`` would make it;
+    ``room_id`` is its row's (a v12 create event has none in its PDU); ``replaced`` is the
+    stored PDU of the event it replaced (``prev_content``). None for
+    anything else (redacted, a redaction, malformed): those go through ``Event``."""
+    if stamp[0] is not None:
+        return None
+    etype = pdu.get("type")
+    state_key = pdu.get("state_key")
+    sender = pdu.get("sender")
+    content = pdu.get("content")
+    ts = pdu.get("origin_server_ts")
+    if not (
+        isinstance(etype, str)
+        and isinstance(state_key, str)
+        and isinstance(sender, str)
+        and type(content) is dict
+        and type(ts) is int
+    ):
+        return None
+    if etype == "m.room.redaction" or "redacts" in pdu or "redacts" in content:
+        return None
+    raw_unsigned = pdu.get("unsigned")
+    src: dict[str, Any] = dict(raw_unsigned) if type(raw_unsigned) is dict else {}
+    if "redacted_because" in src:
+        return None
+    if stamp[1] is not None:
+        src["replaces_state"] = stamp[1]
+        if replaced is not None:
+            prev_content = replaced.get("content")
+            if type(prev_content) is not dict:
+                return None
+            src["prev_content"] = prev_content
+            src["prev_sender"] = replaced.get("sender")
+    client: JsonDict = {
+        "event_id": event_id,
+        "sender": sender,
+        "type": etype,
+        "content": content,
+        "origin_server_ts": ts,
+        "state_key": state_key,
+        "unsigned": {k: src[k] for k in _UNSIGNED_KEYS if k in src},
+    }
+    return CachedEvent(stamp, event_id, room_id, etype, state_key, sender, ts, client)
 
 
 def stamp_of(event: Event) -> Stamp | None:

@@ -26,14 +26,22 @@ from ruma.handlers.presence import PresenceHandler
 from ruma.handlers.push_rules import push_rules_account_data
 from ruma.handlers.receipts import receipt_event
 from ruma.handlers.typing import TypingHandler
+from ruma.protocol.errors import CanonicalJSONError
 from ruma.protocol.events import Event, StateKey
+from ruma.protocol.json import decode_json
 from ruma.rooms.serialize import Bundler, serialize_event, txn_scope
 from ruma.rooms.visibility import filter_events_for_user
 from ruma.storage.account_data import AccountDataStore
 from ruma.storage.events import EventStore, TxnIdKey
 from ruma.storage.receipts import ReceiptStore
 from ruma.storage.sync import SyncStore
-from ruma.sync.event_cache import CachedEvent, ClientEventCache, stamp_of, to_cached
+from ruma.sync.event_cache import (
+    CachedEvent,
+    ClientEventCache,
+    from_stored_pdu,
+    stamp_of,
+    to_cached,
+)
 from ruma.sync.filter import DEFAULT_TIMELINE_LIMIT, EventFilter, Filter
 from ruma.sync.notifier import SyncNotifier
 from ruma.sync.state_cache import StateGroupCache
@@ -630,6 +638,7 @@ class SyncHandler:
                 missing.append(eid)
             else:
                 out[eid] = entry
+        missing = await self._from_stored_json(missing, stamps, out)
         events = await self._events.get_events(missing)
         for eid, event in events.items():
             row = stamps[eid]
@@ -638,6 +647,46 @@ class SyncHandler:
                 self._client_events.put(entry)
             out[eid] = entry
         return out
+
+    async def _from_stored_json(
+        self,
+        event_ids: Sequence[str],
+        stamps: Mapping[str, tuple[str | None, str | None, bool]],
+        out: dict[str, CachedEvent],
+    ) -> list[str]:
+        """Make (and cache) the entries of unredacted state events from their stored JSON
+        into ``out``, skipping the full parse; returns the IDs that need ``Event``s."""
+        unredacted = [eid for eid in event_ids if stamps[eid][0] is None]
+        if not unredacted:
+            return list(event_ids)
+        replaced = {r for eid in unredacted if (r := stamps[eid][1]) is not None}
+        rows = await self._sync_store.get_event_json([*unredacted, *replaced])
+        pdus: dict[str, Any] = {}
+        for eid, (_, text) in rows.items():
+            try:
+                pdus[eid] = decode_json(text, strict=False)
+            except CanonicalJSONError:
+                continue  # Event.from_pdu gives the verdict on it
+        rest: list[str] = []
+        for eid in event_ids:
+            redacted_by, replaces, _ = stamps[eid]
+            pdu = pdus.get(eid)
+            entry = None
+            if isinstance(pdu, dict):
+                prev = pdus.get(replaces) if replaces is not None else None
+                entry = from_stored_pdu(
+                    eid,
+                    rows[eid][0],
+                    pdu,
+                    (redacted_by, replaces),
+                    prev if isinstance(prev, dict) else None,
+                )
+            if entry is None:
+                rest.append(eid)
+            else:
+                self._client_events.put(entry)
+                out[eid] = entry
+        return rest
 
     async def _state_events(
         self,

@@ -10,9 +10,10 @@ from urllib.parse import quote
 from twisted.trial.unittest import SynchronousTestCase
 
 from ruma.protocol.events import Event
+from ruma.protocol.json import decode_json
 from ruma.rooms.serialize import serialize_event
 from ruma.rooms.visibility import filter_events_for_user
-from ruma.sync.event_cache import ClientEventCache, to_cached
+from ruma.sync.event_cache import ClientEventCache, from_stored_pdu, to_cached
 from ruma.sync.handler import SyncHandler
 from ruma.sync.visibility import visible_event_ids
 from tests.sync.helpers import make_sync_homeserver
@@ -113,6 +114,36 @@ class EventCacheTests(SynchronousTestCase):
         timeline = self.hs.sync(self.atok, filter=flt)["rooms"]["join"][self.room]["timeline"]
         mine = [e for e in timeline["events"] if e["content"].get("body") == "mine"]
         self.assertEqual(mine[0]["unsigned"]["transaction_id"], "t1")
+
+    def test_entries_from_stored_json_match_parsed_events(self) -> None:
+        """Entries made straight from the stored JSON (state events, with prev_content)
+        equal those made from parsed, served events; redacted ones are refused."""
+        bob, _ = self.hs.register("bob")
+        self.hs.run(self.hs.rooms.membership.invite(self.alice, self.room, bob))
+        self.hs.run(self.hs.rooms.membership.join(bob, self.room))
+        self.hs.request(
+            "PUT", f"/rooms/{q(self.room)}/state/m.room.topic", {"topic": "t2"}, token=self.atok
+        )
+        store = self.hs.services.events
+        sync_store = self.hs.services.sync_store
+        ids = list(self.hs.run(store.get_current_state_ids(self.room)).values())
+        stamps = self.hs.run(sync_store.get_event_stamps(ids))
+        replaced = [r for _, r, _ in stamps.values() if r is not None]
+        self.assertGreaterEqual(len(replaced), 2)  # bob's join, the second topic
+        texts = self.hs.run(sync_store.get_event_json(ids + replaced))
+        served = self.hs.run(store.get_events(ids))
+        for event_id in ids:
+            redacted_by, replaces, _ = stamps[event_id]
+            prev = decode_json(texts[replaces][1], strict=False) if replaces else None
+            room_id, text = texts[event_id]
+            entry = from_stored_pdu(
+                event_id, room_id, decode_json(text, strict=False), (redacted_by, replaces), prev
+            )
+            assert entry is not None
+            self.assertEqual(entry, to_cached(served[event_id], (redacted_by, replaces)))
+        topic_id = self.hs.run(store.get_current_state_keys(self.room, [("m.room.topic", "")]))
+        pdu = decode_json(texts[topic_id[("m.room.topic", "")]][1], strict=False)
+        self.assertIsNone(from_stored_pdu("$x", self.room, pdu, ("$redaction", None), None))
 
     def test_cache_unit(self) -> None:
         """A stale stamp drops the entry; redacted entries are not kept; the size is bounded;
