@@ -213,6 +213,12 @@ class EventStore:
         self._rejected: OrderedDict[str, str | None] = OrderedDict()
         self._rejected_lock = threading.Lock()
         self._versions: dict[str, RoomVersion] = {}
+        # Read-ahead for the writer (see :meth:`get_persist_context`): what it read about an
+        # event about to be persisted, each entry served once. Touched in the reactor thread
+        # only; ``_writes`` counts persists begun, so a read that overlapped one is not kept.
+        self._ahead_meta: dict[str, EventMeta | None] = {}
+        self._ahead_pending: dict[str, list[str]] = {}
+        self._writes = 0
 
     def is_local_user(self, user_id: str) -> bool:
         return user_id.partition(":")[2] == self.server_name
@@ -261,6 +267,9 @@ class EventStore:
         ids = list(dict.fromkeys(event_ids))
         if not ids:
             return {}
+        if all(i in self._ahead_meta for i in ids):
+            ahead = {i: self._ahead_meta.pop(i) for i in ids}
+            return {i: m for i, m in ahead.items() if m is not None}
 
         def txn_fn(txn: Txn) -> dict[str, EventMeta]:
             found = {m.event_id: m for m in (_meta(r) for r in self._rows_txn(txn, ids))}
@@ -368,14 +377,21 @@ class EventStore:
 
     async def have_events(self, event_ids: Iterable[str]) -> set[str]:
         """Which of ``event_ids`` we hold (outliers and rejected events included)."""
-        ids = list(dict.fromkeys(event_ids))
+        # Rows are never deleted: an event whose PDU is cached is held, no read needed.
+        held: set[str] = set()
+        ids: list[str] = []
+        for event_id in dict.fromkeys(event_ids):
+            if self._cache.get(event_id) is not None:
+                held.add(event_id)
+            else:
+                ids.append(event_id)
         if not ids:
-            return set()
+            return held
 
         def txn_fn(txn: Txn) -> set[str]:
             return {r[0] for r in self._rows_txn(txn, ids)}
 
-        return await self._db.run("get_have_events", txn_fn)
+        return held | await self._db.run("get_have_events", txn_fn)
 
     async def get_room_events(
         self,
@@ -485,6 +501,9 @@ class EventStore:
         return await self._db.run("get_txn_ids_for_events", txn_fn)
 
     async def get_pending_redactions(self, event_id: str) -> list[str]:
+        if event_id in self._ahead_pending:
+            return self._ahead_pending.pop(event_id)
+
         def txn_fn(txn: Txn) -> list[str]:
             return [
                 r[0]
@@ -522,6 +541,97 @@ class EventStore:
 
     async def get_room_head(self, room_id: str) -> RoomHead | None:
         return await self._db.run("get_room_head", self._room_head_txn, room_id)
+
+    async def get_persist_context(
+        self,
+        event_id: str,
+        room_id: str,
+        *,
+        prev_event_ids: Iterable[str] = (),
+        auth_event_ids: Iterable[str] = (),
+    ) -> tuple[EventMeta | None, RoomHead | None]:
+        """In ONE transaction, what persisting a received event reads first: the event's
+        meta (None: not held), the room's head, and the redactions waiting for the event.
+        Prev events' state groups and auth events not in the caches yet are read in the
+        same transaction into the caches (:meth:`get_state_groups_for_events`,
+        :meth:`get_pdus`, :meth:`have_events` and :meth:`get_rejected_reasons` then
+        answer from memory).
+
+        For a caller holding the room's write lock, which passes the head on to the
+        writer (``known_head``). The meta and the pending redactions are kept for the
+        writer's own next read of them (:meth:`get_event_meta` of just this event,
+        :meth:`get_pending_redactions`), served once: nothing can change them meanwhile
+        but a persist through this store, which drops them (as it does a read that
+        overlapped it).
+        """
+
+        columns = ", ".join(f"e.{c.strip()}" for c in _EVENT_COLUMNS.split(","))
+        prevs = [p for p in dict.fromkeys(prev_event_ids) if p not in self._groups_cache]
+        auths = [a for a in dict.fromkeys(auth_event_ids) if self._cache.get(a) is None]
+
+        def txn_fn(txn: Txn) -> tuple[EventMeta | None, RoomHead | None, list[str]]:
+            # Two statements (each a round trip on PostgreSQL) for what would take five.
+            row = txn.select_one(
+                "SELECT r.room_version, r.current_state_group, (SELECT MAX(depth) FROM events"
+                f" WHERE room_id = r.room_id AND outlier = ?), {columns} FROM rooms r"
+                " LEFT JOIN events e ON e.event_id = ? WHERE r.room_id = ?",
+                (False, event_id, room_id),
+            )
+            if row is None:
+                return None, None, []
+            meta = _meta(row[3:]) if row[3] is not None else None
+            if meta is not None:
+                self._remember_rejected([(event_id, meta.rejected_reason)])
+            extremities: set[str] = set()
+            pending: list[str] = []
+            for kind, value in txn.select(
+                "SELECT 0, event_id FROM forward_extremities WHERE room_id = ? UNION ALL"
+                " SELECT 1, redaction_id FROM pending_redactions WHERE redacts = ?",
+                (room_id, event_id),
+            ):
+                if int(kind) == 0:
+                    extremities.add(value)
+                else:
+                    pending.append(value)
+            head = RoomHead(
+                room_id=room_id,
+                room_version=KNOWN_ROOM_VERSIONS[row[0]],
+                forward_extremities=frozenset(extremities),
+                current_state_group=int(row[1]) if row[1] is not None else None,
+                max_depth=int(row[2]) if row[2] is not None else 0,
+            )
+            if prevs:
+                for r in txn.select(
+                    "SELECT event_id, state_group_before, state_group FROM event_state"
+                    f" WHERE event_id IN ({','.join('?' for _ in prevs)})",
+                    prevs,
+                ):
+                    self._remember_groups(r[0], (int(r[1]), int(r[2])))
+            if auths:
+                rows = self._rows_txn(txn, auths)
+                self._remember_rejected((r[0], r[5]) for r in rows)
+                for r in rows:
+                    self._parse(txn, r)
+            return meta, head, pending
+
+        writes = self._writes
+        meta, head, pending = await self._db.run("get_persist_context", txn_fn)
+        if head is not None and writes == self._writes:
+            if len(self._ahead_meta) > 1000:
+                self._ahead_meta.clear()
+                self._ahead_pending.clear()
+            self._ahead_meta[event_id] = meta
+            self._ahead_pending[event_id] = pending
+        return meta, head
+
+    def _forget_ahead(self, plans: Iterable[PersistPlan]) -> None:
+        """A persist begins: what was read ahead may be stale (and overlapping reads too)."""
+        self._writes += 1
+        for plan in plans:
+            for event_id in (plan.event.event_id, plan.redact_target, plan.pending_redaction_of):
+                if event_id is not None:
+                    self._ahead_meta.pop(event_id, None)
+                    self._ahead_pending.pop(event_id, None)
 
     async def get_txn_event_and_room_head(
         self, key: TxnIdKey, room_id: str
@@ -847,6 +957,7 @@ class EventStore:
 
     async def persist(self, plan: PersistPlan) -> PersistResult:
         """Write one event and everything that follows from it in one transaction."""
+        self._forget_ahead([plan])
         result = await self._db.run("persist_event", self._persist_txn, plan)
         self._cache.put(plan.event)
         self._persisted_groups(result)
@@ -862,6 +973,7 @@ class EventStore:
 
         if not plans:
             return []
+        self._forget_ahead(plans)
         results = await self._db.run("persist_events", txn_fn)
         for result in results:
             self._persisted_groups(result)

@@ -124,13 +124,17 @@ class GapFiller:
             known.add(event.event_id)
         return known
 
-    async def fetch_auth_events(self, origin: str, event: Event) -> None:
-        """Make sure every auth event of ``event`` is stored; raise MissingAuthEvents."""
+    async def missing_auth_events(self, event: Event) -> set[str]:
+        """The auth events of ``event`` (and its v12 create event) we do not hold."""
         wanted = set(event.auth_event_ids)
         cid = create_event_id(event)
         if cid is not None:
             wanted.add(cid)
-        missing = wanted - await self._store.have_events(wanted)
+        return wanted - await self._store.have_events(wanted)
+
+    async def fetch_auth_events(self, origin: str, event: Event) -> None:
+        """Make sure every auth event of ``event`` is stored; raise MissingAuthEvents."""
+        missing = await self.missing_auth_events(event)
         if not missing:
             return
         version = event.room_version
