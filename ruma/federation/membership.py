@@ -36,6 +36,7 @@ from ruma.errors import Codes, MatrixError, bad_json, forbidden, not_found
 from ruma.federation.event_fetcher import EventFetcher, FetchError
 from ruma.federation.http import FederationError
 from ruma.federation.inbound.errors import PDUError
+from ruma.federation.inbound.joining import JoiningRooms, joining_rooms
 from ruma.federation.inbound.validate import guess_event_id
 from ruma.protocol.auth import (
     AuthError,
@@ -286,6 +287,8 @@ class FederationMembership:
         self.server_name = server_name
         self._key = signing_key
         self._localpart = event_id_localpart
+        # PDUs pushed to us while a join is in flight wait for it (see .inbound.joining).
+        self.joining: JoiningRooms = joining_rooms(self._store)
 
     def _now_ms(self) -> int:
         return int(self._clock.seconds() * 1000)
@@ -403,6 +406,9 @@ class FederationMembership:
                     content=content,
                     offered=versions or list(KNOWN_ROOM_VERSIONS),
                 )
+                if kind == "join":
+                    # PDUs pushed to us during send_join are queued under this version.
+                    self.joining.set_room_version(room_id, event.room_version)
                 response = await self._send(kind, server, event)
             except FederationError as e:
                 self.log.info(
@@ -443,6 +449,28 @@ class FederationMembership:
     ) -> str:
         candidates = await self._candidates(user_id, room_id, servers)
         versions = list(KNOWN_ROOM_VERSIONS)
+        # From here until the join is persisted, PDUs pushed to us for the room are queued.
+        self.joining.begin(room_id)
+        joined = False
+        try:
+            persisted = await self._join(user_id, room_id, candidates, content, versions)
+            joined = persisted.rejected_reason is None and not persisted.soft_failed
+        finally:
+            self.joining.finish(room_id, joined=joined)
+        if not joined:
+            raise forbidden(
+                f"The join is not allowed by the room state: {persisted.rejected_reason}"
+            )
+        return persisted.event.event_id
+
+    async def _join(
+        self,
+        user_id: str,
+        room_id: str,
+        candidates: Sequence[str],
+        content: Mapping[str, Any],
+        versions: Sequence[str],
+    ) -> PersistedEvent:
         try:
             server, event, response = await self._handshake(
                 "join", "join", user_id, room_id, candidates, content, versions
@@ -459,15 +487,11 @@ class FederationMembership:
             raise MatrixError(
                 502, Codes.UNKNOWN, f"{server} answered the join with an unusable room state"
             ) from e
-        if persisted.rejected_reason is not None or persisted.soft_failed:
-            raise forbidden(
-                f"The join is not allowed by the room state: {persisted.rejected_reason}"
-            )
         self.log.info(
-            "{user_id} joined {room_id} via {server}",
-            user_id=user_id, room_id=room_id, server=server,
+            "join of {user_id} to {room_id} via {server} persisted (rejected: {rejected})",
+            user_id=user_id, room_id=room_id, server=server, rejected=persisted.rejected_reason,
         )
-        return event.event_id
+        return persisted
 
     async def _complete_join(self, server: str, event: Event, response: Any) -> PersistedEvent:
         room_id = event.room_id

@@ -10,7 +10,9 @@
   ``{}`` when it is stored (also soft-failed, or already known), ``{"error": ...}`` when it
   was refused (invalid, bad signature, unknown room, ACL) or rejected by the auth rules.
 - Everything is processed before the answer: there is no queue to overflow, so a sender
-  that sends transaction after transaction loses nothing.
+  that sends transaction after transaction loses nothing. The one exception: PDUs for a
+  room this server is in the middle of joining are answered ``{}`` and processed once
+  the join is persisted (:mod:`.joining`).
 - EDUs are handed to :class:`~ruma.federation.inbound.edus.EDUHandler` after the PDUs.
 """
 
@@ -29,6 +31,7 @@ from ruma.federation.access import RoomAccess, server_of
 from ruma.federation.inbound.check import PDUChecker
 from ruma.federation.inbound.edus import EDUHandler
 from ruma.federation.inbound.errors import PDUError
+from ruma.federation.inbound.joining import JoiningRooms, joining_rooms
 from ruma.federation.inbound.pdu import InboundPDUHandler
 from ruma.federation.inbound.validate import guess_event_id
 from ruma.protocol.events import Event
@@ -58,6 +61,7 @@ class TransactionHandler:
         pdus: InboundPDUHandler,
         edus: EDUHandler,
         access: RoomAccess,
+        joining: JoiningRooms | None = None,
     ) -> None:
         self._clock = clock
         self._txns = txns
@@ -67,6 +71,9 @@ class TransactionHandler:
         self._edus = edus
         self._access = access
         self._in_flight: dict[tuple[str, str], list[Deferred[JsonDict]]] = {}
+        # Rooms we are joining: their PDUs wait for the join, then come back here.
+        self.joining = joining if joining is not None else joining_rooms(events)
+        self.joining.processor = self._process_queued
 
     async def on_transaction(self, origin: str, txn_id: str, body: Any) -> JsonDict:
         """Handle a transaction ``origin`` sent (the request is already authenticated)."""
@@ -159,8 +166,17 @@ class TransactionHandler:
         return response
 
     async def _process_room(
-        self, origin: str, room_id: str, raw: list[Any], results: dict[str, JsonDict]
+        self,
+        origin: str,
+        room_id: str,
+        raw: list[Any],
+        results: dict[str, JsonDict],
+        *,
+        queued: bool = False,
     ) -> None:
+        if not queued and self.joining.is_joining(room_id):
+            self._queue_for_join(origin, room_id, raw, results)
+            return
         version = await self._events.get_room_version(room_id)
         if version is None:
             for pdu in raw:
@@ -186,6 +202,34 @@ class TransactionHandler:
         checked.sort(key=lambda e: e.depth)
         for event in checked:
             results[event.event_id] = await self._handle_one(origin, event)
+
+    def _queue_for_join(
+        self, origin: str, room_id: str, raw: list[Any], results: dict[str, JsonDict]
+    ) -> None:
+        version = self.joining.room_version(room_id) or DEFAULT_ROOM_VERSION
+        queued = 0
+        for pdu in raw:
+            eid = guess_event_id(pdu, version)
+            if self.joining.offer(room_id, origin, pdu):
+                queued += 1
+                if eid is not None:
+                    results[eid] = {}
+            elif eid is not None:
+                results[eid] = {"error": "Too many PDUs for a room this server is joining"}
+        self.log.info(
+            "{origin} sent {n} PDUs for {room_id}, which we are joining: queued {queued}",
+            origin=origin, n=len(raw), room_id=room_id, queued=queued,
+        )
+
+    async def _process_queued(self, origin: str, room_id: str, raw: list[Any]) -> None:
+        """PDUs queued during our join of ``room_id``, now that it is persisted."""
+        results: dict[str, JsonDict] = {}
+        await self._process_room(origin, room_id, raw, results, queued=True)
+        errors = {eid: r for eid, r in results.items() if r}
+        self.log.info(
+            "processed {n} PDUs of {origin} queued during our join of {room_id}: {errors}",
+            n=len(raw), origin=origin, room_id=room_id, errors=errors or "none refused",
+        )
 
     async def _handle_one(self, origin: str, event: Event) -> JsonDict:
         sender_server = server_of(event.sender)
