@@ -684,16 +684,12 @@ class Event(_EventSlots):
             return False
         if not self._plain:
             return check_content_hash(self._pdu, self.room_version)
-        drop = (
-            _NOT_CONTENT_HASHED
-            if self.room_version.event_format is EventFormat.V1
-            else _NOT_CONTENT_HASHED_NO_ID
-        )
-        d = {k: v for k, v in self._pdu.items() if k not in drop}
+        # (_pdu has no event_id in the hash-ID formats: from_pdu dropped it.)
+        d = {k: v for k, v in self._pdu.items() if k not in _NOT_CONTENT_HASHED}
         digest = hashlib.sha256(_encode_plain(d)).digest()
-        # What the spec says servers send (unpadded standard base64) compares as text;
-        # any other spelling of the same bytes is decoded.
-        if encode_base64(digest) == claimed:
+        # What the spec says servers send (unpadded standard base64 of the 32 bytes: 43
+        # characters) compares as text; any other spelling of the same bytes is decoded.
+        if binascii.b2a_base64(digest, newline=False)[:43].decode("ascii") == claimed:
             return True
         try:
             return decode_base64(claimed) == digest
