@@ -3,9 +3,10 @@
 :class:`PushOnWrite` is the room writer's :class:`~ruma.rooms.persistence.WriteHook`. Under
 the room's lock, just before the event's transaction, it works out who could be notified
 (the room's local joined members after the event and, for an invite, the local invitee;
-never the sender), evaluates their rules and stores the notifications as *pending* rows
-(:meth:`~ruma.storage.push.PushStore.add_pending`). A database trigger gives those rows
-the event's stream position inside the event's own transaction, so /sync's unread counts
+never the sender), evaluates their rules and stores the event's notifications as one
+*pending* row (:meth:`~ruma.storage.push.PushStore.add_pending`). A database trigger turns
+it into notification rows with the event's stream position inside the event's own
+transaction, so /sync's unread counts
 and ``/notifications`` change exactly when the event appears, and a crash can never keep
 one without the other. After the commit, the pushers of the notified users are woken.
 
@@ -17,7 +18,8 @@ Evaluation is cheap per event:
   applying the plan's current-state changes (a join does not reload a 10,000-member room);
 - rules are compiled once (:mod:`ruma.push.compiled`) and every user without rules of
   their own shares one compiled ruleset, evaluated once per event for all of them;
-- the notifications of an event are inserted with one ``executemany``.
+- an event's notifications are written once: packed into one pending row, expanded by the
+  trigger straight into ``event_push_actions`` (one ``INSERT ... SELECT``).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Push rules, computed notifications (``event_push_actions``) and pushers.
 
 Notifications are written by the room writer just before the event's own transaction, as
-pending rows (``stream_pos`` NULL) that a database trigger (schema 0053) fills with the
-event's stream position inside that transaction: readers skip pending rows, so an event and
-its notifications become visible together. Pending rows of an event that was never
-committed are deleted by the next write of notifications in the same room.
+one pending row per event (``event_push_pending``) that a database trigger (schema 0054)
+turns into ``event_push_actions`` rows with the event's stream position inside that
+transaction: an event and its notifications become visible together. The pending row of an
+event that was never committed is deleted by the next write of notifications in its room.
 
 Unread counts are computed at read time: the notifications after the user's read receipt
 (``m.read`` or ``m.read.private``) in each thread. An unthreaded receipt covers every thread
@@ -376,26 +376,24 @@ class PushStore:
         ts: int,
         notifications: Sequence[NewNotification],
     ) -> None:
-        """Store an event's notifications as pending, just before the event's transaction.
+        """Store an event's notifications as pending, just before the event's transaction
+        (one ``event_push_pending`` row; schema 0054's trigger turns it into
+        ``event_push_actions`` rows with the event's position when the event is inserted).
 
         The caller holds the room's write lock, so any other pending row of the room belongs
-        to an event that was never committed (readers never see those): they are deleted
-        here. With no ``notifications`` nothing is written.
+        to an event that was never committed: those are deleted here. With no
+        ``notifications`` nothing is written.
         """
         if not notifications:
             return
+        packed = json.dumps([[n.user_id, n.highlight, n.actions] for n in notifications])
 
         def txn_fn(txn: Txn) -> None:
+            txn.execute("DELETE FROM event_push_pending WHERE room_id = ?", (room_id,))
             txn.execute(
-                "DELETE FROM event_push_actions WHERE stream_pos IS NULL AND room_id = ?",
-                (room_id,),
-            )
-            txn.executemany(
-                f"INSERT INTO event_push_actions ({_ACTION_COLS}) VALUES (?, ?, ?, NULL, ?, ?, ?, ?)",
-                [
-                    (n.user_id, room_id, event_id, thread_id, n.highlight, n.actions, ts)
-                    for n in notifications
-                ],
+                "INSERT INTO event_push_pending (event_id, room_id, thread_id, ts, notifications)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (event_id, room_id, thread_id, ts, packed),
             )
 
         await self._db.run("add_pending_push_actions", txn_fn)

@@ -127,14 +127,10 @@ class _OnWriteContract:
         self.hs.test_case.failureResultOf(_deferred(d), RuntimeError)
         store.persist = real  # type: ignore[method-assign]
         self.assertEqual(self.counts(self.a_token)["notification_count"], 0)
-        self.assertTrue(
-            self.rows("SELECT COUNT(*) FROM event_push_actions WHERE stream_pos IS NULL")[0][0] > 0
-        )
+        self.assertTrue(self.rows("SELECT COUNT(*) FROM event_push_pending")[0][0] > 0)
         self.hs.send(self.bob, self.room, "kept")
         self.assertEqual(self.counts(self.a_token)["notification_count"], 1)
-        self.assertEqual(
-            self.rows("SELECT COUNT(*) FROM event_push_actions WHERE stream_pos IS NULL"), [(0,)]
-        )
+        self.assertEqual(self.rows("SELECT COUNT(*) FROM event_push_pending"), [(0,)])
 
     def test_follows_room_state(self) -> None:
         """Joins, leaves, display names and power levels after the room's state was cached

@@ -150,7 +150,7 @@ class _StoreContract:
         self.insert_event("$next", 12)
         self.assertEqual(self.unread(), 1)
         left = self.call(self.db.run("get_left", lambda txn: txn.select(
-            "SELECT event_id FROM event_push_actions WHERE stream_pos IS NULL"
+            "SELECT event_id FROM event_push_pending"
         )))
         self.assertEqual(left, [])
         # Other rooms' pending rows are not touched by this room's writes.
