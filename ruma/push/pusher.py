@@ -103,11 +103,15 @@ class HttpPusherPool(Service):
 
     async def on_notified(self, user_ids: Collection[str], position: int | None = None) -> None:
         """``user_ids`` have new notifications, at stream ``position`` (once it settles)."""
+        # Most users have no pusher: skip them without starting a delivery run each.
+        users = [u for u in user_ids if self._store.may_have_pushers(u)]
+        if not users:
+            return
         if position is not None and self._settled is not None and self._settled() < position:
             # An earlier position is still being written: deliver once it is settled.
-            self._waiting.append((position, list(user_ids)))
+            self._waiting.append((position, users))
             return
-        for user_id in user_ids:
+        for user_id in users:
             self.kick(user_id)
 
     def on_settled(self, position: int) -> None:

@@ -620,6 +620,10 @@ class PushStore:
 
         return await self._db.run("delete_pusher", txn_fn)
 
+    def may_have_pushers(self, user_id: str) -> bool:
+        """False only when ``user_id`` surely has no pusher (no read needed to say so)."""
+        return self._pusher_users is None or user_id in self._pusher_users
+
     async def get_pushers(self, user_id: str | None = None) -> list[Pusher]:
         """Live pushers (of one user, or all); pushers of revoked tokens are removed."""
         if user_id is not None:
