@@ -10,7 +10,7 @@ from __future__ import annotations
 import binascii
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NoReturn, cast
+from typing import Any, NoReturn
 
 from nacl.exceptions import BadSignatureError
 
@@ -87,6 +87,10 @@ def _strip_for_hashing(pdu: Mapping[str, Any], room_version: RoomVersion | None)
         out.pop("event_id", None)
     return out
 
+
+_STRICT_INTS = _integer_range(True)
+_LENIENT_INTS = _integer_range(False)
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 _NOT_CONTENT_HASHED = frozenset({"unsigned", "signatures", "hashes", "age_ts"})
 _NOT_CONTENT_HASHED_NO_ID = _NOT_CONTENT_HASHED | {"event_id"}
@@ -413,7 +417,7 @@ class Event(_EventSlots):
                 # with the top level's shape checks, when the extension is built).
                 if _c_freeze_pdu is not None and fmt is not EventFormat.V1:
                     frozen, fields = _c_freeze_pdu(
-                        pdu, *_integer_range(strict), room_version.max_depth
+                        pdu, *(_STRICT_INTS if strict else _LENIENT_INTS), room_version.max_depth
                     )
                 else:
                     frozen = _freeze_plain(pdu, strict)
@@ -498,7 +502,10 @@ class Event(_EventSlots):
             except CanonicalJSONError as e:
                 _bad("pdu", str(e))
             digest = hashlib.sha256(redacted_bytes).digest()
-            event_id = "$" + encode_base64(digest, urlsafe=fmt is not EventFormat.V2)
+            b64 = binascii.b2a_base64(digest, newline=False)[:43]
+            if fmt is not EventFormat.V2:
+                b64 = b64.translate(_TO_URLSAFE)
+            event_id = "$" + b64.decode("ascii")
         if is_v12_create:
             room_id = "!" + event_id[1:]
 
@@ -519,7 +526,7 @@ class Event(_EventSlots):
         ev.depth = depth
         ev.origin_server_ts = origin_server_ts
         ev.__class__ = cls
-        return cast(Event, ev)
+        return ev  # type: ignore[return-value]  # an Event from the line above
 
     @classmethod
     def from_json(cls, data: bytes | str, room_version: RoomVersion) -> Event:
