@@ -98,7 +98,8 @@ class Corpus:
         for event in events:
             if not event.content_hash_matches():
                 raise AssertionError(f"content hash of {event.event_id}")
-        for error in verify_events_signatures(events, self.get_key):
+        get_key = self.get_key
+        for error in verify_events_signatures([(event, get_key) for event in events]):
             if error is not None:
                 raise error
         for event in events:
@@ -197,7 +198,7 @@ def main() -> None:
             ),
             "content hash": each(events, lambda item: item[1].content_hash_matches()),
             "signatures (one batch)": lambda: [
-                verify_events_signatures([e for c2, e in events if c2 is c], c.get_key)
+                verify_events_signatures([(e, c.get_key) for c2, e in events if c2 is c])
                 for c in corpora
             ],
             "auth (auth events + rules)": each(

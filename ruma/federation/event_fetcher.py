@@ -120,16 +120,15 @@ class EventFetcher:
         out: list[Event] = []
         seen: set[str] = set()
         dropped = 0
-        for pdu in pdus:
-            try:
-                event = await self.checker.check_pdu(
-                    pdu,
-                    room_version,
-                    origin,
-                    expected_room_id=room_id,
-                    check_limits=check_limits,
-                )
-            except PDUError:
+        checked = await self.checker.check_pdus(
+            pdus,
+            room_version,
+            origin,
+            expected_room_id=room_id,
+            check_limits=check_limits,
+        )
+        for event in checked:
+            if isinstance(event, PDUError):
                 dropped += 1
                 continue
             if event.event_id not in seen:

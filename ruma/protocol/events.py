@@ -887,17 +887,17 @@ def verify_event_signatures(event: Event, get_verify_key: GetVerifyKey) -> None:
 
 
 def verify_events_signatures(
-    events: Sequence[Event], get_verify_key: GetVerifyKey
+    events: Sequence[tuple[Event, GetVerifyKey]],
 ) -> list[SignatureError | None]:
-    """:func:`verify_event_signatures` for many events at once: each event's error (or
-    ``None``), in order.
+    """:func:`verify_event_signatures` for many events at once, each with its own key
+    lookup: each event's error (or ``None``), in order.
 
     All the Python work (which servers, which keys, decoding the signatures) is done
     first and the ed25519 checks then run back to back. Interleaved with Python, the
     checks run measurably slower (the curve code's tables fall out of the CPU caches), so
     a transaction's or a backfill's events are best checked together.
     """
-    plans = [_signature_checks(event, get_verify_key) for event in events]
+    plans = [_signature_checks(event, get_verify_key) for event, get_verify_key in events]
     return [_run_checks(plan) for plan in plans]
 
 

@@ -214,3 +214,44 @@ class CachedKeysTests(SynchronousTestCase):
         self.successResultOf(get(None))  # no time constraint: any key found will do
         self.successResultOf(get(4_000))
         self.assertEqual(len(table.asked), 3)
+
+
+class CheckPDUsBatchTests(SynchronousTestCase):
+    """PDUChecker.check_pdus (one signature batch) gives each PDU what check_pdu gives."""
+
+    def test_same_outcomes_as_one_at_a_time(self) -> None:
+        version = RoomVersions.V10
+        room = standard_room(version, members=[BOB, CAROL])
+        good = room.build("m.room.message", BOB, {"body": "hi"}).pdu()
+        tampered_sig = room.build("m.room.message", BOB, {"body": "x"}).pdu()
+        sigs = tampered_sig["signatures"]["b.test"]
+        key_id = next(iter(sigs))
+        sigs[key_id] = ("A" if sigs[key_id][0] != "A" else "B") + sigs[key_id][1:]
+        tampered_content = room.build("m.room.message", CAROL, {"body": "y"}).pdu()
+        tampered_content["content"]["body"] = "changed"
+        forged = room.build("m.room.message", MALLORY, {"body": "z"}, server_name="b.test").pdu()
+        pdus: list[Any] = [good, tampered_sig, {"type": 5}, tampered_content, forged, good]
+
+        def one(pdu: Any) -> Any:
+            d = Deferred.fromCoroutine(PDUChecker(KeyTable()).check_pdu(pdu, version, "b.test"))
+            results: list[Any] = []
+            d.addBoth(results.append)
+            outcome = results[0]
+            if hasattr(outcome, "value"):
+                return (type(outcome.value).__name__, outcome.value.reason)
+            return (outcome.event_id, outcome.pdu())
+
+        def batch_outcome(result: Any) -> Any:
+            if isinstance(result, Exception):
+                return (type(result).__name__, result.reason)
+            return (result.event_id, result.pdu())
+
+        batch = self.successResultOf(
+            Deferred.fromCoroutine(PDUChecker(KeyTable()).check_pdus(pdus, version, "b.test"))
+        )
+        self.assertEqual([batch_outcome(r) for r in batch], [one(p) for p in pdus])
+        kinds = [type(r).__name__ for r in batch]
+        self.assertEqual(kinds, ["Event", "BadSignature", "InvalidPDU", "Event", "BadSignature",
+                                 "Event"])  # fmt: skip
+        # The tampered content is kept, redacted.
+        self.assertNotIn("body", batch[3].content)

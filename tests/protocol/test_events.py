@@ -535,7 +535,7 @@ class BatchSignatureTests(SynchronousTestCase):
             unsigned["signatures"] = {}
             events.append(Event.from_pdu(unsigned, rv))
         for get_key in (keys_of(hs=KEY), keys_of(), lambda s, k: OTHER_KEY.verify_key):
-            batch = verify_events_signatures(events, get_key)
+            batch = verify_events_signatures([(ev, get_key) for ev in events])
             self.assertEqual(len(batch), len(events))
             for ev, got in zip(events, batch, strict=True):
                 try:
@@ -544,8 +544,8 @@ class BatchSignatureTests(SynchronousTestCase):
                 except SignatureError as e:
                     expected = str(e)
                 self.assertEqual(None if got is None else str(got), expected, ev.event_id)
-        self.assertIn(None, verify_events_signatures(events, keys_of(hs=KEY)))
-        self.assertEqual(verify_events_signatures([], keys_of()), [])
+        self.assertIn(None, verify_events_signatures([(ev, keys_of(hs=KEY)) for ev in events]))
+        self.assertEqual(verify_events_signatures([]), [])
 
 
 class AuthTypesTests(SynchronousTestCase):
