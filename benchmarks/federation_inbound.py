@@ -11,8 +11,9 @@ answered (Ruma answers once every PDU of a transaction is persisted). Every PDU 
 through the whole inbound pipeline: format, signatures, content hash, auth against its
 auth events and the state before, soft-fail against the current state, persistence.
 
-Printed per engine: PDUs per second (from the first PUT to the last answer) and the
-database transactions a.test ran per PDU, with the most frequent kinds. PostgreSQL is
+Printed per engine: PDUs per second (from the first PUT to the last answer), the
+database transactions a.test ran per PDU, the SQL statements, and the time spent in the
+database, with the most frequent kinds of transaction. PostgreSQL is
 ``127.0.0.1:5432``, user ``postgres``, database ``test`` (``RUMA_TEST_PG`` overrides, as
 in the tests); each run uses a fresh schema, dropped at the end. The database calls are
 synchronous (``Database.inline``): the SQL and the round trips are real, the thread hop
@@ -50,12 +51,16 @@ class _Case(SynchronousTestCase):
         pass
 
 
-def _count_transactions(db: Database, counts: Counter[str]) -> None:
+def _count_transactions(db: Database, counts: Counter[str], seconds: Counter[str]) -> None:
     inner = db.run
 
     def counting(desc: str, func: Any, *args: Any) -> Any:
         counts[desc] += 1
-        return inner(desc, func, *args)
+        started = time.monotonic()
+        try:
+            return inner(desc, func, *args)
+        finally:  # the database runs inline: the call is the whole transaction
+            seconds[desc] += time.monotonic() - started
 
     db.run = counting  # type: ignore[method-assign]
 
@@ -125,7 +130,8 @@ def measure(engine: Engine, n: int, *, bus: bool = False) -> dict[str, Any]:
             _start_subscribers(case, s, "a.test")
             s.flush()
         counts: Counter[str] = Counter()
-        _count_transactions(s["a.test"].hs.db, counts)
+        seconds: Counter[str] = Counter()
+        _count_transactions(s["a.test"].hs.db, counts, seconds)
         statements = [0]
         undo = _count_statements(statements)
         started = time.monotonic()
@@ -152,7 +158,8 @@ def measure(engine: Engine, n: int, *, bus: bool = False) -> dict[str, Any]:
             "pdus_per_s": n / elapsed,
             "db_txns_per_pdu": total / n,
             "statements_per_pdu": statements[0] / n,
-            "top": counts.most_common(12),
+            "db_ms_per_pdu": 1000 * sum(seconds.values()) / n,
+            "top": [(d, c, seconds[d]) for d, c in counts.most_common(12)],
         }
     finally:
         case.doCleanups()
@@ -174,10 +181,13 @@ def main() -> None:
         print(
             f"{r['engine']:9} {r['pdus']} PDUs in {r['seconds']:.1f} s: "
             f"{r['pdus_per_s']:.0f} PDUs/s, {r['db_txns_per_pdu']:.2f} DB transactions/PDU, "
-            f"{r['statements_per_pdu']:.1f} SQL statements/PDU"
+            f"{r['statements_per_pdu']:.1f} SQL statements/PDU, "
+            f"{r['db_ms_per_pdu']:.2f} ms/PDU in the database"
         )
-        for desc, count in r["top"]:
-            print(f"    {desc:40} {count / r['pdus']:.2f}/PDU")
+        for desc, count, secs in r["top"]:
+            print(
+                f"    {desc:40} {count / r['pdus']:.2f}/PDU  {1000 * secs / r['pdus']:.2f} ms/PDU"
+            )
 
 
 if __name__ == "__main__":
