@@ -23,6 +23,8 @@ from ruma.protocol.json import (
     _freeze_plain_node,
     _NotPlain,
 )
+from ruma.protocol.redaction import _CONTENT_KEYS, _redacted_view, _redacted_view_py
+from ruma.protocol.room_versions import KNOWN_ROOM_VERSIONS, RedactionRules
 from tests.protocol.test_json_perf_equivalence import any_ints, floats, texts
 
 STRICT = (CANONICALJSON_MIN_INT, CANONICALJSON_MAX_INT)
@@ -147,3 +149,65 @@ class CWalkMatchesPython(SynchronousTestCase):
             except _NotPlain:
                 pass
         self.assertEqual(sys.getrefcount(leaf), before)
+
+
+class CRedactedViewMatchesPython(SynchronousTestCase):
+    """The C redacted view makes the same dicts as the Python one, for every rule set."""
+
+    @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+    @given(
+        st.sampled_from(sorted(KNOWN_ROOM_VERSIONS)),
+        st.sampled_from(
+            ["m.room.member", "m.room.create", "m.room.join_rules", "m.room.power_levels",
+             "m.room.history_visibility", "m.room.aliases", "m.room.redaction",
+             "m.room.message", "x"]
+        ),
+        st.dictionaries(
+            st.sampled_from(
+                ["membership", "join_authorised_via_users_server", "creator", "join_rule",
+                 "allow", "users", "ban", "invite", "history_visibility", "aliases",
+                 "redacts", "body", "third_party_invite"]
+            ) | texts,
+            trees,
+            max_size=6,
+        ),
+        st.dictionaries(
+            st.sampled_from(
+                ["event_id", "room_id", "sender", "state_key", "hashes", "signatures",
+                 "depth", "prev_events", "auth_events", "origin", "origin_server_ts",
+                 "membership", "prev_state", "unsigned", "age_ts", "redacts"]
+            ) | texts,
+            trees,
+            max_size=8,
+        ),
+        st.booleans(),
+    )  # fmt: skip
+    def test_same_view(
+        self,
+        version: str,
+        event_type: str,
+        content: dict[str, Any],
+        top: dict[str, Any],
+        signable: bool,
+    ) -> None:
+        if rjson._c_redacted_view is None:
+            self.fail("ruma.protocol._speedups is not built")
+        rv = KNOWN_ROOM_VERSIONS[version]
+        pdu = dict(top, type=event_type, content=content)
+        fast = _redacted_view(pdu, rv, signable=signable)
+        rules = rv.redaction_rules
+        keep_top = _keep_top(rules, signable)
+        keep_content = _CONTENT_KEYS[rules].get(event_type, ())
+        slow = _redacted_view_py(pdu, rules, keep_top, keep_content)
+        self.assertEqual(fast, slow)
+        self.assertEqual(list(fast), list(slow))
+        self.assertEqual(list(fast.get("content", {})), list(slow.get("content", {})))
+        self.assertIs(type(fast.get("content", {})), dict)
+
+
+def _keep_top(rules: RedactionRules, signable: bool) -> frozenset[str]:
+    from ruma.protocol import redaction
+
+    if signable:
+        return redaction._SIGNABLE_V11 if rules is RedactionRules.V11 else redaction._SIGNABLE_V1
+    return redaction._TOP_LEVEL_V11 if rules is RedactionRules.V11 else redaction._TOP_LEVEL_V1
