@@ -322,7 +322,7 @@ class EventStore:
         if cached is not None:
             return cached
         version = self._room_version_txn(txn, row[1])
-        event = Event.from_pdu(json.loads(row[9]), version)
+        event = Event.from_json(row[9], version)
         self._cache.put(event)
         return event
 
