@@ -191,14 +191,14 @@ class TransactionHandler:
                     results[eid] = {"error": "Server is banned from this room by its server ACL"}
             return
         checked: list[Event] = []
-        for pdu in raw:
-            try:
-                checked.append(
-                    await self._checker.check_pdu(pdu, version, origin, expected_room_id=room_id)
-                )
-            except PDUError as e:
-                if e.event_id is not None:
-                    results[e.event_id] = {"error": e.reason}
+        # The room's PDUs are checked together: one batch of signature checks.
+        for outcome in await self._checker.check_pdus(
+            raw, version, origin, expected_room_id=room_id
+        ):
+            if isinstance(outcome, Event):
+                checked.append(outcome)
+            elif outcome.event_id is not None:
+                results[outcome.event_id] = {"error": outcome.reason}
         checked.sort(key=lambda e: e.depth)
         for event in checked:
             results[event.event_id] = await self._handle_one(origin, event)
