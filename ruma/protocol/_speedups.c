@@ -21,6 +21,7 @@ static PyTypeObject *frozen_list_type = NULL;
 static PyObject *not_plain = NULL;
 static PyObject *empty_tuple = NULL;
 static PyObject *event_id_key = NULL;
+static PyObject *tpi_key = NULL;
 
 /* The PDU keys looked up from C, made once: PyDict_GetItemString would build and hash a
    new str object on every call. */
@@ -420,6 +421,8 @@ speedups_freeze_pdu(PyObject *self, PyObject *args)
    takes the Python path for those). keep_top is a frozenset of top-level keys;
    keep_content a tuple of content keys, or None to keep the whole content. The new
    dicts share pdu's values, as the Python version's do. */
+static PyObject *redacted_view(PyObject *pdu, PyObject *keep_top, PyObject *keep_content);
+
 static PyObject *
 speedups_redacted_view(PyObject *self, PyObject *args)
 {
@@ -432,6 +435,67 @@ speedups_redacted_view(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_TypeError, "keep_content must be a tuple or None");
         return NULL;
     }
+    return redacted_view(pdu, keep_top, keep_content);
+}
+
+/* signable_view(pdu, keep_top, content_keys, member_tpi_rule): the redacted view of an
+   event for its reference hash and signatures, choosing the kept content keys by the
+   event's type from content_keys ({type: tuple or None}; other types keep none), as
+   ruma.protocol.redaction._redacted_view(signable=True) does. None where that needs its
+   Python path: content not a dict, or, with member_tpi_rule (v11 rules), a member event
+   with a third_party_invite. */
+static PyObject *
+speedups_signable_view(PyObject *self, PyObject *args)
+{
+    PyObject *pdu, *keep_top, *content_keys;
+    int tpi_rule;
+    if (!PyArg_ParseTuple(args, "O!O!O!p:signable_view", &PyDict_Type, &pdu, &PyFrozenSet_Type,
+                          &keep_top, &PyDict_Type, &content_keys, &tpi_rule)) {
+        return NULL;
+    }
+    PyObject *content = PyDict_GetItemWithError(pdu, KEY_CONTENT);
+    if (content == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    if (!PyDict_Check(content)) {
+        Py_RETURN_NONE;
+    }
+    PyObject *type = PyDict_GetItemWithError(pdu, KEY_TYPE);
+    PyObject *keep_content = empty_tuple;
+    if (type == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+    } else if (PyUnicode_Check(type)) {
+        PyObject *found = PyDict_GetItemWithError(content_keys, type);
+        if (found != NULL) {
+            keep_content = found;
+        } else if (PyErr_Occurred()) {
+            return NULL;
+        }
+        if (tpi_rule && PyUnicode_CompareWithASCIIString(type, "m.room.member") == 0) {
+            int has = PyDict_Contains(content, tpi_key);
+            if (has < 0) {
+                return NULL;
+            }
+            if (has) {
+                Py_RETURN_NONE;
+            }
+        }
+    }
+    if (keep_content != Py_None && !PyTuple_Check(keep_content)) {
+        PyErr_SetString(PyExc_TypeError, "content_keys values must be tuples or None");
+        return NULL;
+    }
+    return redacted_view(pdu, keep_top, keep_content);
+}
+
+static PyObject *
+redacted_view(PyObject *pdu, PyObject *keep_top, PyObject *keep_content)
+{
     PyObject *out = PyDict_New();
     if (out == NULL) {
         return NULL;
@@ -495,6 +559,8 @@ error:
 }
 
 static PyMethodDef speedups_methods[] = {
+    {"signable_view", speedups_signable_view, METH_VARARGS,
+     "signable_view(pdu, keep_top, content_keys, member_tpi_rule): redacted view or None."},
     {"freeze_pdu", speedups_freeze_pdu, METH_VARARGS,
      "freeze_pdu(pdu, lo, hi, max_depth): (freeze_plain(...), pdu_fields(...) or None)."},
     {"redacted_view", speedups_redacted_view, METH_VARARGS,
@@ -517,7 +583,8 @@ PyInit__speedups(void)
 {
     empty_tuple = PyTuple_New(0);
     event_id_key = PyUnicode_InternFromString("event_id");
-    if (empty_tuple == NULL || event_id_key == NULL) {
+    tpi_key = PyUnicode_InternFromString("third_party_invite");
+    if (empty_tuple == NULL || event_id_key == NULL || tpi_key == NULL) {
         return NULL;
     }
     for (int i = 0; i < K_COUNT; i++) {

@@ -16,3 +16,9 @@ def freeze_pdu(
     Any,
     tuple[str, str, str | None, dict[str, Any], int, int, tuple[str, ...], tuple[str, ...]] | None,
 ]: ...
+def signable_view(
+    pdu: dict[str, Any],
+    keep_top: frozenset[str],
+    content_keys: dict[str, tuple[str, ...] | None],
+    member_tpi_rule: bool,
+) -> dict[str, Any] | None: ...

@@ -26,6 +26,7 @@ from ruma.protocol.json import (
     FrozenDict,
     _c_freeze_pdu,
     _c_pdu_fields,
+    _c_signable_view,
     _encode_plain,
     _freeze_plain,
     _integer_range,
@@ -36,7 +37,7 @@ from ruma.protocol.json import (
     freeze,
     thaw,
 )
-from ruma.protocol.redaction import _redacted_view
+from ruma.protocol.redaction import _redacted_view, _signable_args
 from ruma.protocol.room_versions import EventFormat, RoomVersion, get_room_version
 from ruma.protocol.signing import (
     ED25519,
@@ -493,10 +494,15 @@ class Event(_EventSlots):
             # compute_event_id, keeping the bytes: with the whole PDU valid for this
             # version, strict and lenient encodings of its redacted form are the same.
             try:
-                if plain:
-                    redacted_bytes = _encode_plain(
-                        _redacted_signable(d, room_version)
-                    )
+                view = (
+                    _c_signable_view(d, *_signable_args(room_version))
+                    if plain and _c_signable_view is not None
+                    else None
+                )
+                if view is not None:
+                    redacted_bytes = _encode_plain(view)
+                elif plain:
+                    redacted_bytes = _encode_plain(_redacted_signable(d, room_version))
                 else:
                     redacted_bytes = _redacted_bytes(d, room_version, strict=False)
             except CanonicalJSONError as e:

@@ -122,6 +122,15 @@ def redact(pdu: Mapping[str, Any], room_version: RoomVersion) -> dict[str, Any]:
     return out
 
 
+def _signable_args(
+    room_version: RoomVersion,
+) -> tuple[frozenset[str], dict[str, tuple[str, ...] | None], bool]:
+    """What ``_speedups.signable_view`` needs for ``room_version``: the kept top-level
+    keys (without signatures), the kept content keys by event type, and whether the v11
+    third-party-invite rule applies."""
+    return _SIGNABLE_ARGS[room_version.redaction_rules]
+
+
 def _redacted_view(
     pdu: Mapping[str, Any], room_version: RoomVersion, *, signable: bool = False
 ) -> dict[str, Any]:
@@ -187,6 +196,16 @@ def _redacted_view_py(
             new_content["third_party_invite"] = {"signed": tpi["signed"]}
     out["content"] = new_content
     return out
+
+
+_SIGNABLE_ARGS = {
+    rules: (
+        _SIGNABLE_V11 if rules is RedactionRules.V11 else _SIGNABLE_V1,
+        _CONTENT_KEYS[rules],
+        rules is RedactionRules.V11,
+    )
+    for rules in RedactionRules
+}
 
 
 def prune_event(event: Event) -> Event:
