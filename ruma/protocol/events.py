@@ -27,6 +27,7 @@ from ruma.protocol.json import (
     _c_freeze_pdu,
     _c_pdu_fields,
     _c_signable_view,
+    _c_without,
     _encode_plain,
     _freeze_plain,
     _integer_range,
@@ -698,7 +699,12 @@ class Event(_EventSlots):
         if not self._plain:
             return check_content_hash(self._pdu, self.room_version)
         # (_pdu has no event_id in the hash-ID formats: from_pdu dropped it.)
-        d = {k: v for k, v in self._pdu.items() if k not in _NOT_CONTENT_HASHED}
+        pdu = self._pdu
+        d = (
+            _c_without(pdu, _NOT_CONTENT_HASHED)
+            if _c_without is not None
+            else {k: v for k, v in pdu.items() if k not in _NOT_CONTENT_HASHED}
+        )
         digest = hashlib.sha256(_encode_plain(d)).digest()
         # What the spec says servers send (unpadded standard base64 of the 32 bytes: 43
         # characters) compares as text; any other spelling of the same bytes is decoded.
@@ -918,9 +924,20 @@ def _signature_checks(event: Event, get_verify_key: GetVerifyKey) -> list[_Check
     # The bytes are the redacted event's canonical JSON, as verify_signed_json would
     # make them from redact(event.pdu()); the Event keeps them from from_pdu.
     message = event._redacted_bytes
-    checks: list[_Check] = []
     signatures = event._pdu["signatures"]
     servers = required_signature_servers(event)
+    if message is not None and len(servers) == 1:
+        # The usual event: one server to check, which signed with one key.
+        (server,) = servers
+        sigs = signatures.get(server)
+        if sigs is not None and len(sigs) == 1:
+            ((key_id, sig_text),) = sigs.items()
+            if key_id.startswith(_ED25519_PREFIX) and type(sig_text) is str:
+                key = get_verify_key(server, key_id)
+                sig = _fast_signature(sig_text) if key is not None else None
+                if key is not None and sig is not None:
+                    return [(message, sig, key, server, key_id)]
+    checks: list[_Check] = []
     # Sorted only to make the order (and so the first error) stable; one needs no sort.
     for server in sorted(servers) if len(servers) > 1 else servers:
         sigs = signatures.get(server)

@@ -492,6 +492,7 @@ _c_freeze_plain: Callable[[object, int, int], Any] | None
 _c_pdu_fields: Callable[[dict[str, Any], int], Any] | None
 _c_freeze_pdu: Callable[[object, int, int, int], tuple[Any, Any]] | None
 _c_signable_view: Callable[[dict[str, Any], frozenset[str], dict[str, Any], bool], Any] | None
+_c_without: Callable[[dict[str, Any], frozenset[str]], dict[str, Any]] | None
 _c_redacted_view: Callable[[dict[str, Any], frozenset[str], tuple[str, ...] | None], dict[str, Any]] | None
 try:
     from ruma.protocol import _speedups
@@ -500,6 +501,7 @@ except ImportError:  # pragma: no cover - built without a C compiler: the Python
     _c_pdu_fields = None
     _c_freeze_pdu = None
     _c_redacted_view = None
+    _c_without = None
     _c_signable_view = None
 else:
     _speedups.init(FrozenDict, FrozenList, _NotPlain)
@@ -507,6 +509,7 @@ else:
     _c_pdu_fields = _speedups.pdu_fields
     _c_freeze_pdu = _speedups.freeze_pdu
     _c_redacted_view = _speedups.redacted_view
+    _c_without = _speedups.without
     _c_signable_view = _speedups.signable_view
 
 

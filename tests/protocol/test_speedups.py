@@ -231,3 +231,14 @@ def _keep_top(rules: RedactionRules, signable: bool) -> frozenset[str]:
     if signable:
         return redaction._SIGNABLE_V11 if rules is RedactionRules.V11 else redaction._SIGNABLE_V1
     return redaction._TOP_LEVEL_V11 if rules is RedactionRules.V11 else redaction._TOP_LEVEL_V1
+
+
+class CWithoutMatchesPython(SynchronousTestCase):
+    @settings(max_examples=200, deadline=None)
+    @given(st.dictionaries(texts | st.sampled_from(["unsigned", "hashes", "signatures"]), trees))
+    def test_same_dict(self, d: dict[str, Any]) -> None:
+        drop = frozenset({"unsigned", "signatures", "hashes", "age_ts"})
+        out = _speedups.without(d, drop)
+        expected = {k: v for k, v in d.items() if k not in drop}
+        self.assertEqual(list(out.items()), list(expected.items()))
+        self.assertIs(type(out), dict)
