@@ -38,7 +38,7 @@ from ruma.protocol.json import (
     freeze,
     thaw,
 )
-from ruma.protocol.redaction import _redacted_view, _signable_args
+from ruma.protocol.redaction import _SIGNABLE_ARGS, _redacted_view
 from ruma.protocol.room_versions import EventFormat, RoomVersion, get_room_version
 from ruma.protocol.signing import (
     ED25519,
@@ -496,11 +496,14 @@ class Event(_EventSlots):
             # version, strict and lenient encodings of its redacted form are the same.
             try:
                 view = (
-                    _c_signable_view(d, *_signable_args(room_version))
+                    _c_signable_view(d, *_SIGNABLE_ARGS[room_version.redaction_rules])
                     if plain and _c_signable_view is not None
                     else None
                 )
-                if view is not None:
+                if view is not None and _orjson is not None:
+                    # Plain values from a plain PDU: orjson encodes them canonically.
+                    redacted_bytes = _orjson.dumps(view, option=_orjson.OPT_SORT_KEYS)
+                elif view is not None:
                     redacted_bytes = _encode_plain(view)
                 elif plain:
                     redacted_bytes = _encode_plain(_redacted_signable(d, room_version))
