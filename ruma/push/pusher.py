@@ -27,9 +27,9 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.web.client import readBody
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgent, IBodyProducer
-from zope.interface import implementer
+from twisted.web.iweb import IAgent
 
+from ruma.outbound_http import json_body
 from ruma.protocol.events import Event
 from ruma.protocol.json import thaw
 from ruma.push.evaluator import Outcome
@@ -223,12 +223,8 @@ class HttpPusherPool(Service):
         url = pusher.data.get("url")
         if not isinstance(url, str):
             raise _Dropped("pusher has no url")
-        d = self._agent.request(
-            b"POST",
-            url.encode("utf-8"),
-            Headers({b"Content-Type": [b"application/json"], b"User-Agent": [b"Ruma"]}),
-            _BytesProducer(json.dumps(body, ensure_ascii=False).encode("utf-8")),
-        )
+        headers = Headers({b"User-Agent": [b"Ruma"]})
+        d = self._agent.request(b"POST", url.encode("utf-8"), headers, json_body(headers, body))
         d.addTimeout(REQUEST_TIMEOUT_S, self._clock)
         response = await d
         d2: Deferred[bytes] = readBody(response)
@@ -296,23 +292,3 @@ def _content_str(event: Event | None, key: str) -> str | None:
         return None
     value = event.content.get(key) if isinstance(event.content, Mapping) else None
     return value if isinstance(value, str) else None
-
-
-@implementer(IBodyProducer)
-class _BytesProducer:
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self.length = len(data)
-
-    def startProducing(self, consumer: Any) -> Deferred[None]:
-        consumer.write(self._data)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
