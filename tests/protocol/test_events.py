@@ -862,3 +862,45 @@ class FromJsonTests(SynchronousTestCase):
         ev = Event.from_pdu(valid_pdu(rv), rv)
         self.assertTrue(ev.with_unsigned({"age": 1.5}).content_hash_matches())
         self.assertFalse(ev.redacted().content_hash_matches())
+
+
+class MemoPathTests(SynchronousTestCase):
+    """Events whose sender and room are already in the identifier memos skip the grammar
+    checks; they must come out exactly as when the memos are empty."""
+
+    def _parse_cold_and_warm(self, pdu: dict[str, Any], rv: RoomVersion) -> tuple[Any, Any]:
+        from ruma.protocol import events as ev_module
+
+        def outcome() -> Any:
+            try:
+                ev = Event.from_pdu(pdu, rv)
+            except InvalidEvent as e:
+                return ("invalid", e.field)
+            return (ev.event_id, ev.room_id, ev.sender, ev.type, ev.state_key, ev.depth,
+                    ev.prev_event_ids, ev.auth_event_ids, ev.pdu())  # fmt: skip
+
+        ev_module._valid_senders.clear()
+        ev_module._valid_room_ids.clear()
+        cold = outcome()
+        warm = outcome()  # the memos now know this sender and room (if valid)
+        return cold, warm
+
+    def test_same_event_either_way(self) -> None:
+        for rv in ALL_VERSIONS:
+            room = Room(rv)
+            for ev in [*room.events, room.send("m.room.message", {"body": "x"}),
+                       room.send("m.room.redaction", {}, redacts=room.events[-1].event_id)]:
+                cold, warm = self._parse_cold_and_warm(ev.pdu(), rv)
+                self.assertEqual(cold, warm, (rv.identifier, ev.type))
+
+    def test_v12_event_in_a_room_id_known_from_another_version(self) -> None:
+        """A v12 event must carry a hash room ID, even when its (server-form) room ID is
+        remembered as valid from an older room."""
+        v10 = Room(RoomVersions.V10)
+        Event.from_pdu(v10.events[-1].pdu(), RoomVersions.V10)  # remember v10's room ID
+        v12 = Room(RoomVersions.V12)
+        pdu = v12.send("m.room.message", {"body": "x"}).pdu()
+        pdu["room_id"] = v10.room_id
+        with self.assertRaises(InvalidEvent) as cm:
+            Event.from_pdu(pdu, RoomVersions.V12)
+        self.assertEqual(cm.exception.field, "room_id")
