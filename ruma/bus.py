@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from ruma.storage.bus import BusStore, StreamRow
+from ruma.storage.bus import BusStore, StreamRow, settled
 from ruma.storage.database import Database
 
 PositionCallback = Callable[[int], Awaitable[None] | None]
@@ -100,31 +99,8 @@ class Subscription:
         """A Deferred that fires once no callback is running (for stopping cleanly)."""
         running = self._running
         if running is None:
-            return Deferred.fromCoroutine(_noop())
-        d: Deferred[None] = Deferred()
-
-        def done(result: Any) -> Any:
-            d.callback(None)
-            return result
-
-        running.addBoth(done)
-        return d
-
-
-async def _noop() -> None:
-    return None
-
-
-async def _wait(d: Deferred[None]) -> None:
-    """Wait for ``d`` without taking its result (others wait on it too)."""
-    done: Deferred[None] = Deferred()
-
-    def fire(result: Any) -> Any:
-        done.callback(None)
-        return result
-
-    d.addBoth(fire)
-    await done
+            return succeed(None)
+        return Deferred.fromCoroutine(settled(running))
 
 
 class EventBus(Service):
@@ -286,7 +262,7 @@ class DurableSubscriber(Service):
             self._flush_timer.cancel()
         self._flush_timer = None
         while self._flushing is not None:
-            await _wait(self._flushing)
+            await settled(self._flushing)
         position = self._position
         if position is None or position == self._stored:
             return

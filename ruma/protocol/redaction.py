@@ -122,15 +122,6 @@ def redact(pdu: Mapping[str, Any], room_version: RoomVersion) -> dict[str, Any]:
     return out
 
 
-def _signable_args(
-    room_version: RoomVersion,
-) -> tuple[frozenset[str], dict[str, tuple[str, ...] | None], bool]:
-    """What ``_speedups.signable_view`` needs for ``room_version``: the kept top-level
-    keys (without signatures), the kept content keys by event type, and whether the v11
-    third-party-invite rule applies."""
-    return _SIGNABLE_ARGS[room_version.redaction_rules]
-
-
 def _redacted_view(
     pdu: Mapping[str, Any], room_version: RoomVersion, *, signable: bool = False
 ) -> dict[str, Any]:

@@ -60,7 +60,7 @@ class BusStore:
                 return window
             if self._extending is not None:
                 # Another reader is fetching the rows after the window: share its read.
-                await _settled(self._extending)
+                await settled(self._extending)
                 continue
             hi = self._hi
             d = Deferred.fromCoroutine(self._read(hi, to_pos, limit))
@@ -141,8 +141,9 @@ def _position(row: StreamRow) -> int:
     return row.position
 
 
-async def _settled(d: Deferred[Any]) -> None:
-    """Wait until ``d`` has fired, leaving its result to its own awaiter."""
+async def settled(d: Deferred[Any]) -> None:
+    """Wait until ``d`` has fired, leaving its result to its own awaiter (the bus shares
+    this: several of its waits are on Deferreds that others await too)."""
     done: Deferred[None] = Deferred()
 
     def fire(result: Any) -> Any:

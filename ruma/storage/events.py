@@ -717,19 +717,30 @@ class EventStore:
     ) -> dict[StateKey, str]:
         """Only ``keys`` of the room's current state."""
 
-        def txn_fn(txn: Txn) -> dict[StateKey, str]:
-            out: dict[StateKey, str] = {}
-            for etype, skey in keys:
-                row = txn.select_one(
-                    "SELECT event_id FROM current_state WHERE room_id = ? AND type = ?"
-                    " AND state_key = ?",
-                    (room_id, etype, skey),
-                )
-                if row is not None:
-                    out[(etype, skey)] = row[0]
-            return out
+        return await self._db.run(
+            "get_current_state_keys", self._current_state_keys_txn, room_id, keys
+        )
 
-        return await self._db.run("get_current_state_keys", txn_fn)
+    def _current_state_keys_txn(
+        self, txn: Txn, room_id: str, keys: Collection[StateKey]
+    ) -> dict[StateKey, str]:
+        # One query per event type (state keys in chunks), not one per key: push asks for
+        # the member events of every local user of a room at once.
+        by_type: dict[str, list[str]] = {}
+        for etype, skey in keys:
+            by_type.setdefault(etype, []).append(skey)
+        out: dict[StateKey, str] = {}
+        for etype, skeys in by_type.items():
+            unique = list(dict.fromkeys(skeys))
+            for i in range(0, len(unique), 500):
+                chunk = unique[i : i + 500]
+                for skey, event_id in txn.select(
+                    "SELECT state_key, event_id FROM current_state WHERE room_id = ?"
+                    f" AND type = ? AND state_key IN ({','.join('?' for _ in chunk)})",
+                    (room_id, etype, *chunk),
+                ):
+                    out[(etype, skey)] = event_id
+        return out
 
     async def get_current_state_event(
         self, room_id: str, etype: str, state_key: str
@@ -903,25 +914,10 @@ class EventStore:
                     (room_id, "join"),
                 )
             ]
-            members = 0
-            for (pdu,) in txn.select(
-                "SELECT e.json FROM current_state c JOIN events e"
-                " ON e.event_id = c.event_id WHERE c.room_id = ? AND c.type = ?",
-                (room_id, "m.room.member"),
-            ):
-                if json.loads(pdu).get("content", {}).get("membership") == "join":
-                    members += 1
+            members = len(self._current_members_txn(txn, room_id, "join"))
             wanted: list[StateKey] = [("m.room.create", ""), ("m.room.power_levels", "")]
             wanted += [("m.room.member", u) for u in dict.fromkeys([*local, *extra_users])]
-            ids: dict[StateKey, str] = {}
-            for etype, skey in wanted:
-                row = txn.select_one(
-                    "SELECT event_id FROM current_state WHERE room_id = ? AND type = ?"
-                    " AND state_key = ?",
-                    (room_id, etype, skey),
-                )
-                if row is not None:
-                    ids[(etype, skey)] = row[0]
+            ids = self._current_state_keys_txn(txn, room_id, wanted)
             unique = list(dict.fromkeys(ids.values()))
             events = self._get_events_txn(txn, unique, False, True) if unique else {}
             return RoomForPush(local, members, ids, events)
@@ -938,20 +934,24 @@ class EventStore:
     ) -> dict[str, str]:
         """``user_id -> membership`` from the current state (optionally one membership)."""
 
-        def txn_fn(txn: Txn) -> dict[str, str]:
-            rows = txn.select(
-                "SELECT c.state_key, e.json FROM current_state c JOIN events e"
-                " ON e.event_id = c.event_id WHERE c.room_id = ? AND c.type = ?",
-                (room_id, "m.room.member"),
-            )
-            out: dict[str, str] = {}
-            for user_id, pdu in rows:
-                m = json.loads(pdu).get("content", {}).get("membership")
-                if isinstance(m, str) and (membership is None or m == membership):
-                    out[user_id] = m
-            return out
+        return await self._db.run(
+            "get_current_members", self._current_members_txn, room_id, membership
+        )
 
-        return await self._db.run("get_current_members", txn_fn)
+    def _current_members_txn(
+        self, txn: Txn, room_id: str, membership: str | None = None
+    ) -> dict[str, str]:
+        rows = txn.select(
+            "SELECT c.state_key, e.json FROM current_state c JOIN events e"
+            " ON e.event_id = c.event_id WHERE c.room_id = ? AND c.type = ?",
+            (room_id, "m.room.member"),
+        )
+        out: dict[str, str] = {}
+        for user_id, pdu in rows:
+            m = json.loads(pdu).get("content", {}).get("membership")
+            if isinstance(m, str) and (membership is None or m == membership):
+                out[user_id] = m
+        return out
 
     # -- the write path --------------------------------------------------------------------
 

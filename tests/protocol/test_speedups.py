@@ -26,9 +26,9 @@ from ruma.protocol.json import (
 )
 from ruma.protocol.redaction import (
     _CONTENT_KEYS,
+    _SIGNABLE_ARGS,
     _redacted_view,
     _redacted_view_py,
-    _signable_args,
 )
 from ruma.protocol.room_versions import KNOWN_ROOM_VERSIONS, RedactionRules
 from tests.protocol.test_json_perf_equivalence import any_ints, floats, texts
@@ -212,7 +212,7 @@ class CRedactedViewMatchesPython(SynchronousTestCase):
         if signable:
             # The one-call form used for event IDs: the same view, or None where the
             # Python path must decide (v11 member events with a third-party invite).
-            view = _speedups.signable_view(pdu, *_signable_args(rv))
+            view = _speedups.signable_view(pdu, *_SIGNABLE_ARGS[rv.redaction_rules])
             if view is None:
                 self.assertTrue(
                     rules is RedactionRules.V11

@@ -20,7 +20,6 @@ from ruma.federation.inbound.signatures import (
     KeySource,
     check_hash,
     check_many_signatures,
-    check_signatures,
 )
 from ruma.federation.inbound.validate import parse_pdu
 from ruma.protocol.events import Event
@@ -54,23 +53,16 @@ class PDUChecker:
         Raises :class:`~ruma.federation.inbound.errors.InvalidPDU`, ``WrongRoom`` or
         ``BadSignature``.
         """
-        try:
-            event = parse_pdu(
-                pdu_json,
-                room_version,
-                expected_room_id=expected_room_id,
-                check_limits=check_limits,
-            )
-            await check_signatures(event, self._keys)
-        except PDUError as e:
-            self.log.info(
-                "refused PDU {event_id} from {origin}: {reason}",
-                event_id=e.event_id,
-                origin=origin,
-                reason=e.reason,
-            )
-            raise
-        return check_hash(event)
+        (outcome,) = await self.check_pdus(
+            [pdu_json],
+            room_version,
+            origin,
+            expected_room_id=expected_room_id,
+            check_limits=check_limits,
+        )
+        if isinstance(outcome, PDUError):
+            raise outcome
+        return outcome
 
     async def check_pdus(
         self,

@@ -17,12 +17,10 @@ from typing import Protocol
 from twisted.logger import Logger
 
 from ruma.federation.inbound.errors import BadSignature
-from ruma.protocol.errors import KeyFormatError, SignatureError
 from ruma.protocol.events import (
     Event,
     GetVerifyKey,
     required_signature_servers,
-    verify_event_signatures,
     verify_events_signatures,
 )
 from ruma.protocol.signing import ED25519, VerifyKey
@@ -32,7 +30,6 @@ __all__ = [
     "KeySource",
     "check_hash",
     "check_many_signatures",
-    "check_signatures",
     "find_keys",
 ]
 
@@ -107,21 +104,13 @@ async def find_keys(event: Event, keys: KeySource) -> GetVerifyKey:
     return lambda s, k: found.get((s, k))
 
 
-async def check_signatures(event: Event, keys: KeySource) -> None:
-    """Raise :class:`BadSignature` unless every required server signed ``event``."""
-    get_key = await find_keys(event, keys)
-    try:
-        verify_event_signatures(event, get_key)
-    except (SignatureError, KeyFormatError) as e:
-        raise BadSignature(f"Signature check failed: {e}", event.event_id) from e
-
-
 async def check_many_signatures(
     events: Sequence[Event], keys: KeySource
 ) -> list[BadSignature | None]:
-    """:func:`check_signatures` for many events: the keys first, then every ed25519 check
-    in one batch (:func:`~ruma.protocol.events.verify_events_signatures`, faster than one
-    at a time). Each event's error, or ``None``, in order."""
+    """For each event in order: ``None`` if every required server signed it, else its
+    :class:`BadSignature`. The keys are fetched first, then every
+    ed25519 check runs in one batch (:func:`~ruma.protocol.events.verify_events_signatures`,
+    faster than one at a time)."""
     lookups = [(event, await find_keys(event, keys)) for event in events]
     return [
         None if error is None else BadSignature(f"Signature check failed: {error}", ev.event_id)
